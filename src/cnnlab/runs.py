@@ -1,0 +1,325 @@
+"""The run folder: everything downstream (eval, predict, explain, export, web) reads only this.
+
+    runs/NAME/
+      model.safetensors   weights; metadata: model name + kwargs, dataset, classes, input shape,
+                          normalisation, style, cnnlab version, SHA-256 of the tensors
+      metrics.json        one entry per epoch (train/test loss and accuracy, seconds, images/s)
+      config.json         the resolved TrainConfig
+      curves.png          loss and accuracy curves
+      resume.safetensors  weights + optimiser/scheduler tensors + RNG states (uint8 tensors)
+      resume.json         epoch, config, metrics so far, the non-tensor optimiser/scheduler parts
+
+No pickle anywhere: weights are safetensors, everything else JSON. Every file is written
+atomically (`.part`, then `os.replace`), so an interrupted write never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab import __version__
+from cnnlab.errors import CheckpointError, ConfigError
+
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.json"
+CONFIG = "config.json"
+CURVES = "curves.png"
+RESUME_TENSORS = "resume.safetensors"
+RESUME_JSON = "resume.json"
+
+# metadata keys whose values are JSON (safetensors metadata is str -> str)
+_JSON_KEYS = ("model_kwargs", "classes", "input_shape", "mean", "std")
+_REQUIRED = ("model_name", "model_kwargs", "dataset", "classes", "input_shape", "mean", "std")
+
+
+@dataclass
+class Run:
+    """A loaded run folder: the model ready to predict (eval mode, CPU) and what describes it."""
+
+    path: Path
+    model: nn.Module
+    model_name: str
+    model_kwargs: dict
+    dataset: str
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    style: str  # "digits" | "fit": how preprocess turns a user's image into an input
+    metrics: list | None = None
+    config: dict | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# --- atomic files ---------------------------------------------------------------------------
+
+
+def _atomic(path: Path, write) -> Path:
+    """Call write(part_path), then rename the part over path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    try:
+        write(part)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write obj as indented JSON, atomically."""
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    return _atomic(Path(path), lambda p: p.write_text(text))
+
+
+def _json_default(obj):
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file of a run folder; a broken one is a CheckpointError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({e}); delete it or retrain") from None
+
+
+def _save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    from safetensors.torch import save_file
+
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = dict(metadata, tensors_sha256=tensors_digest(flat))
+    return _atomic(path, lambda p: save_file(flat, str(p), metadata=meta))
+
+
+def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file and check its digest; every failure is a CheckpointError."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; train a model with `cnnlab train --out DIR`")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
+    except Exception as e:  # SafetensorError, OSError, ValueError: all mean "not a valid file"
+        raise CheckpointError(
+            f"{path}: not a valid safetensors file ({type(e).__name__}: {e}); "
+            "it is truncated or corrupted: retrain or restore it"
+        ) from None
+    expected = metadata.get("tensors_sha256")
+    if expected is None:
+        raise CheckpointError(f"{path}: no tensors_sha256 in its metadata; not written by cnnlab")
+    if tensors_digest(tensors) != expected:
+        raise CheckpointError(
+            f"{path}: its tensors do not match the SHA-256 in its metadata: the file was "
+            "changed or corrupted after it was written; retrain or restore it"
+        )
+    return tensors, metadata
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# --- weights --------------------------------------------------------------------------------
+
+
+def save_weights(path: str | os.PathLike, model: nn.Module, metadata: dict) -> Path:
+    """Write the model's state dict as safetensors with self-describing metadata.
+
+    Args:
+        path: the .safetensors file (usually `RUN/model.safetensors`).
+        model: the trained model.
+        metadata: at least model_name, model_kwargs, dataset, classes, input_shape, mean, std
+            (and style); values that are not strings are stored as JSON.
+    """
+    missing = [k for k in _REQUIRED if k not in metadata]
+    if missing:
+        raise ConfigError(f"save_weights: metadata lacks {', '.join(missing)}")
+    meta = {k: v if isinstance(v, str) else json.dumps(v, default=_json_default)
+            for k, v in metadata.items()}  # fmt: skip
+    meta.setdefault("style", "digits")
+    meta["cnnlab_version"] = __version__
+    meta["format"] = "cnnlab-weights-1"
+    return _save_tensors(Path(path), model.state_dict(), meta)
+
+
+def run_metadata(model_name: str, model_kwargs: dict, info, extra: dict | None = None) -> dict:
+    """The metadata `save_weights` needs, from a model and a DatasetInfo."""
+    meta = {
+        "model_name": model_name,
+        "model_kwargs": model_kwargs,
+        "dataset": info.name,
+        "classes": list(info.classes),
+        "input_shape": list(info.image_shape),
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "style": info.style,
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def _decode_metadata(path: Path, meta: dict[str, str]) -> dict:
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise CheckpointError(
+            f"{path}: metadata lacks {', '.join(missing)}; not a cnnlab weights file"
+        )
+    out: dict[str, Any] = dict(meta)
+    for key in _JSON_KEYS:
+        try:
+            out[key] = json.loads(meta[key])
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON") from None
+    return out
+
+
+def load_run(run_dir: str | os.PathLike) -> Run:
+    """Load a run folder (or a model.safetensors path): the model in eval mode on the CPU.
+
+    Raises:
+        CheckpointError: the folder or weights are missing, truncated, tampered with, name an
+            unknown model, or do not fit the model they name.
+    """
+    from cnnlab.models import get_model
+
+    path = Path(run_dir)
+    weights = path if path.suffix == ".safetensors" else path / WEIGHTS
+    folder = weights.parent
+    if not folder.exists():
+        raise CheckpointError(f"{folder}: no such run folder; train one with `cnnlab train --out`")
+    tensors, raw_meta = _load_tensors(weights)
+    meta = _decode_metadata(weights, raw_meta)
+    try:
+        input_shape = tuple(int(s) for s in meta["input_shape"])
+        model = get_model(meta["model_name"], input_shape, len(meta["classes"]),
+                          **meta["model_kwargs"])  # fmt: skip
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{weights}: cannot rebuild its model ({e})") from None
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise CheckpointError(
+            f"{weights}: weights do not fit model {meta['model_name']!r} "
+            f"({' '.join(first[:3])[:300]})"
+        ) from None
+    model.eval()
+    metrics = read_json(folder / METRICS) if (folder / METRICS).is_file() else None
+    config = read_json(folder / CONFIG) if (folder / CONFIG).is_file() else None
+    return Run(
+        path=folder,
+        model=model,
+        model_name=meta["model_name"],
+        model_kwargs=dict(meta["model_kwargs"]),
+        dataset=meta["dataset"],
+        classes=tuple(str(c) for c in meta["classes"]),
+        input_shape=input_shape,  # type: ignore[arg-type]
+        mean=tuple(float(m) for m in meta["mean"]),
+        std=tuple(float(s) for s in meta["std"]),
+        style=meta.get("style", "digits"),
+        metrics=metrics,
+        config=config,
+    )
+
+
+# --- resume state: nested state dicts <-> (JSON, flat tensors) --------------------------------
+
+
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested state dict by a reference; collect tensors by name.
+
+    Dicts with non-string keys (optimiser state is keyed by parameter index) and tuples are
+    tagged so that `unflatten_state` gives back exactly the same structure.
+    """
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj
+        return {"__tensor__": prefix}
+    if isinstance(obj, Mapping):
+        if all(isinstance(k, str) for k in obj):
+            return {k: flatten_state(v, f"{prefix}.{k}", tensors) for k, v in obj.items()}
+        return {"__items__": [[k, flatten_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise CheckpointError(f"cannot store {type(obj).__name__} at {prefix} in a resume state")
+
+
+def unflatten_state(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Inverse of `flatten_state`."""
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            if obj["__tensor__"] not in tensors:
+                raise CheckpointError(f"resume state lacks tensor {obj['__tensor__']!r}")
+            return tensors[obj["__tensor__"]]
+        if set(obj) == {"__items__"}:
+            return {k: unflatten_state(v, tensors) for k, v in obj["__items__"]}
+        if set(obj) == {"__tuple__"}:
+            return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
+        return {k: unflatten_state(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [unflatten_state(v, tensors) for v in obj]
+    return obj
+
+
+def save_resume_state(run_dir: str | os.PathLike, state: dict) -> None:
+    """Write resume.safetensors then resume.json (both atomically) from a nested state dict.
+
+    `state` holds tensors anywhere (model, optimiser, scheduler, RNG states) and must have an
+    int "epoch"; the JSON repeats it so that a mismatched pair is detected on load.
+    """
+    folder = Path(run_dir)
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = flatten_state(state, "state", tensors)
+    epoch = str(state["epoch"])
+    _save_tensors(folder / RESUME_TENSORS, tensors, {"epoch": epoch, "format": "cnnlab-resume-1"})
+    write_json(folder / RESUME_JSON, {"format": "cnnlab-resume-1", "epoch": state["epoch"],
+                                      "state": skeleton})  # fmt: skip
+
+
+def load_resume_state(run_dir: str | os.PathLike) -> dict:
+    """Read the pair written by `save_resume_state` and rebuild the nested state dict."""
+    folder = Path(run_dir)
+    if not (folder / RESUME_JSON).is_file():
+        raise CheckpointError(
+            f"{folder}: no {RESUME_JSON}; only runs trained by cnnlab >= 0.1 can be resumed"
+        )
+    doc = read_json(folder / RESUME_JSON)
+    tensors, meta = _load_tensors(folder / RESUME_TENSORS)
+    if not isinstance(doc, dict) or "state" not in doc or str(doc.get("epoch")) != meta.get("epoch"):
+        raise CheckpointError(
+            f"{folder}: {RESUME_JSON} and {RESUME_TENSORS} do not belong together "
+            "(one was replaced or the write was interrupted); start a new run"
+        )
+    return unflatten_state(doc["state"], tensors)

@@ -1,0 +1,220 @@
+"""`cnnlab shapes conv|pool|solve|model` and `cnnlab pool` through cnnlab.cli.main."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+from tests.test_summary import LessonCNN
+from torch import nn
+
+from cnnlab.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- shapes conv / pool / solve -------------------------------------------------------------------
+
+def test_conv_prints_the_lessons_formula(capsys):
+    code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "28", "--kernel", "3", "3")
+    assert code == 0
+    assert "-> 26x26" in out
+    assert "Oh = (Nh - Fh + 2p)/s + 1 = (28 - 3 + 2*0)/1 + 1 = 26" in out
+    assert "Ow = (Nw - Fw + 2p)/s + 1 = (28 - 3 + 2*0)/1 + 1 = 26" in out
+
+
+def test_conv_non_square_stride_padding_and_uneven_note(capsys):
+    code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "28", "--kernel", "2", "4",
+                       "--stride", "2", "--padding", "1")
+    assert code == 0 and "-> 15x14" in out
+    code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "--kernel", "3", "--stride", "2")
+    assert "-> 13x13" in out and "the last 1 input row is ignored" in out
+
+
+def test_conv_same_padding_and_json(capsys):
+    code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "28", "--kernel", "5",
+                       "--padding", "same", "--dilation", "2", "--json")
+    facts = json.loads(out)
+    assert code == 0 and facts["output"] == [28, 28]
+    assert facts["axes"]["h"]["pad_before"] == 4 and facts["axes"]["h"]["formula"].endswith("= 28")
+
+
+def test_conv_impossible_is_one_line_exit_2(capsys):
+    code, out, err = run(capsys, "shapes", "conv", "--input", "4", "4", "--kernel", "5", "5")
+    assert code == 2 and out == ""
+    assert err.startswith("cnnlab: error: conv: axis h (height): kernel 5 is larger than the input 4")
+    assert err.count("\n") == 1
+
+
+def test_bad_flag_values_are_one_line(capsys):
+    code, _, err = run(capsys, "shapes", "conv", "--input", "28", "28", "1", "--kernel", "3")
+    assert code == 2 and "--input takes one value or two" in err
+    code, _, err = run(capsys, "shapes", "conv", "--input", "28", "--kernel", "3", "--padding", "half")
+    assert code == 2 and "--padding takes one int" in err
+
+
+def test_pool_sizes(capsys):
+    code, out, _ = run(capsys, "shapes", "pool", "--input", "24", "24", "--kernel", "2")
+    assert code == 0 and "stride 2" in out and "-> 12x12" in out
+    code, out, _ = run(capsys, "shapes", "pool", "--input", "5", "--kernel", "2", "--ceil-mode")
+    assert "-> 3x3" in out and "ceil(3/2) + 1 = 3" in out
+
+
+@pytest.mark.parametrize("kernel,target,answer", [
+    (["3", "3"], ["26", "26"], "stride=1, padding=0"),
+    (["3", "3"], ["28", "28"], "stride=1, padding=1"),
+    (["2", "4"], ["15", "14"], "stride=2, padding=1"),
+])
+def test_solve_the_lessons_three_exercises(capsys, kernel, target, answer):
+    code, out, _ = run(capsys, "shapes", "solve", "--input", "28", "28", "--kernel", *kernel,
+                       "--target", *target)
+    assert code == 0
+    assert f"simplest: F.conv2d(image, filter, {answer})" in out
+
+
+def test_solve_nothing_fits_shows_nearest(capsys):
+    code, out, _ = run(capsys, "shapes", "solve", "--input", "28", "28", "--kernel", "3", "3",
+                       "--target", "3", "40")
+    assert code == 1
+    assert "nothing in that range gives 3x40" in out and "7x30" in out
+
+
+def test_solve_json(capsys):
+    code, out, _ = run(capsys, "shapes", "solve", "--input", "28", "--kernel", "3", "--target", "26",
+                       "--json")
+    facts = json.loads(out)
+    assert code == 0 and facts["matches"][0] == {"stride": [1, 1], "padding": [0, 0], "size": [26, 26]}
+
+
+# -- cnnlab pool ----------------------------------------------------------------------------------
+
+def test_pool_lesson_exercise(capsys):
+    code, out, _ = run(capsys, "pool", "--op", "both", "[[2,3],[5,6]]")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[lines.index("max pooling:") + 1].strip() == "6"
+    assert lines[lines.index("average pooling:") + 1].strip() == "4"
+    assert "rows 0-1, cols 0-1  [[2, 3], [5, 6]]  -> max 6, avg 4" in out
+
+
+def test_pool_from_file_with_stride(capsys, tmp_path):
+    f = tmp_path / "m.txt"
+    f.write_text("1 2 3\n4 5 6\n7 8 9\n")
+    code, out, _ = run(capsys, "pool", "--op", "max", "--kernel", "2", "--stride", "1", str(f))
+    assert code == 0 and "output 2x2" in out
+    assert "5 6\n  8 9" in out
+
+
+def test_pool_json_and_large_input_skips_windows(capsys):
+    rows = [[float(i * 40 + j) for j in range(40)] for i in range(40)]
+    code, out, _ = run(capsys, "pool", "--op", "avg", json.dumps(rows))
+    assert code == 0 and "output 20x20" in out and "windows:" not in out
+    code, out, _ = run(capsys, "pool", "--json", "[[2,3],[5,6]]")
+    assert json.loads(out)["max"] == [[6.0]] and json.loads(out)["avg"] == [[4.0]]
+
+
+@pytest.mark.parametrize("matrix,message", [
+    ("[[1,2],[3]]", "ragged"),
+    ("[[1,'x']]", "not a number"),
+    ("[]", "empty"),
+    ("nope.txt", "neither a matrix"),
+    ("[[1]]", "kernel 2 is larger than the input 1"),
+])
+def test_pool_bad_matrices_one_line(capsys, matrix, message):
+    code, out, err = run(capsys, "pool", matrix)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_pool_binary_file(capsys, tmp_path):
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"\xff\xfe\x00\x01")
+    code, _, err = run(capsys, "pool", str(f))
+    assert code == 2 and "not a text file" in err
+
+
+# -- shapes model ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    """A stand-in cnnlab.models with the lesson's broken and fixed CNN."""
+    builders = {"lesson-broken": lambda: LessonCNN(16), "lesson-fixed": lambda: LessonCNN(256),
+                "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10))}
+    module = types.ModuleType("cnnlab.models")
+
+    def get_model(name):
+        return builders[name]()
+
+    module.get_model = get_model
+    monkeypatch.setitem(sys.modules, "cnnlab.models", module)
+    return builders
+
+
+def test_model_table(capsys, fake_registry):
+    code, out, _ = run(capsys, "shapes", "model", "lesson-fixed")
+    assert code == 0
+    assert "lesson-fixed (LessonCNN) on input (B, 1, 28, 28)" in out
+    row = next(line for line in out.splitlines() if line.startswith("maxpool2"))
+    assert "(B, 16, 4, 4)" in row
+    row = next(line for line in out.splitlines() if line.startswith("linear1"))
+    assert "32,896" in row and row.rstrip().endswith("256")
+    assert "total: 44,374 parameters (44,374 trainable)" in out
+
+
+def test_model_mismatch_names_layer_and_256(capsys, fake_registry):
+    code, out, err = run(capsys, "shapes", "model", "lesson-broken")
+    assert code == 2
+    assert "has 16, needs 256" in out  # the table marks the row
+    assert err.count("\n") == 1 and "mat1" not in err
+    assert "linear1 (Linear) has in_features=16 but each image brings 256 features" in err
+
+
+def test_model_input_flag_and_json(capsys, fake_registry):
+    code, out, err = run(capsys, "shapes", "model", "mlp", "--input", "1", "28", "28", "--json")
+    facts = json.loads(out)
+    assert code == 0 and facts["ok"] and facts["output_shape"] == [2, 10]
+    assert facts["total_params"] == 7850
+    code, _, err = run(capsys, "shapes", "model", "mlp", "--input", "1", "32", "32")
+    assert code == 2 and "has in_features=784 but each image brings 1024" in err
+
+
+def test_model_from_run_folder(capsys, monkeypatch, tmp_path):
+    module = types.ModuleType("cnnlab.runs")
+
+    def load_run(path):
+        return types.SimpleNamespace(model=LessonCNN(256), input_shape=(1, 28, 28),
+                                     model_name="lesson-cnn")
+
+    module.load_run = load_run
+    monkeypatch.setitem(sys.modules, "cnnlab.runs", module)
+    code, out, _ = run(capsys, "shapes", "model", str(tmp_path))
+    assert code == 0 and out.startswith("lesson-cnn (LessonCNN) on input (B, 1, 28, 28)")
+
+
+def _registered_models():
+    try:
+        from cnnlab.models import list_models
+    except ModuleNotFoundError:
+        return []
+    return list_models()
+
+
+@pytest.mark.skipif(not _registered_models(), reason="cnnlab.models is not in this build yet")
+@pytest.mark.parametrize("name", _registered_models())
+def test_every_registered_model_agrees_with_a_forward_pass(capsys, name):
+    from cnnlab.models import get_model
+
+    code, out, _ = run(capsys, "shapes", "model", name, "--json")
+    facts = json.loads(out)
+    assert code == 0 and facts["ok"]
+    model = get_model(name).eval()
+    with torch.no_grad():
+        y = model(torch.zeros(2, 1, 28, 28))
+    assert facts["output_shape"] == list(y.shape)
+    assert facts["total_params"] == sum(p.numel() for p in model.parameters())

@@ -75,7 +75,7 @@ def register(sub, common) -> None:
     p = shapes_sub.add_parser("model", parents=[common],
                               help="layer-by-layer shapes, parameters and MACs of a model")
     p.add_argument("model", metavar="NAME|RUN_DIR",
-                   help="a registered model name (see `cnnlab models`) or a run folder")
+                   help="a registered model name or a run folder")
     p.add_argument("--input", nargs=3, type=int, metavar=("C", "H", "W"), default=None,
                    help="shape of one input image (default: the run's, else 1 28 28)")
     p.add_argument("--json", action="store_true", help="print JSON")

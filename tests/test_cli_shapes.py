@@ -22,6 +22,7 @@ def run(capsys, *argv):
 
 # -- shapes conv / pool / solve -------------------------------------------------------------------
 
+
 def test_conv_prints_the_lessons_formula(capsys):
     code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "28", "--kernel", "3", "3")
     assert code == 0
@@ -31,16 +32,42 @@ def test_conv_prints_the_lessons_formula(capsys):
 
 
 def test_conv_non_square_stride_padding_and_uneven_note(capsys):
-    code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "28", "--kernel", "2", "4",
-                       "--stride", "2", "--padding", "1")
+    code, out, _ = run(
+        capsys,
+        "shapes",
+        "conv",
+        "--input",
+        "28",
+        "28",
+        "--kernel",
+        "2",
+        "4",
+        "--stride",
+        "2",
+        "--padding",
+        "1",
+    )
     assert code == 0 and "-> 15x14" in out
     code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "--kernel", "3", "--stride", "2")
     assert "-> 13x13" in out and "the last 1 input row is ignored" in out
 
 
 def test_conv_same_padding_and_json(capsys):
-    code, out, _ = run(capsys, "shapes", "conv", "--input", "28", "28", "--kernel", "5",
-                       "--padding", "same", "--dilation", "2", "--json")
+    code, out, _ = run(
+        capsys,
+        "shapes",
+        "conv",
+        "--input",
+        "28",
+        "28",
+        "--kernel",
+        "5",
+        "--padding",
+        "same",
+        "--dilation",
+        "2",
+        "--json",
+    )
     facts = json.loads(out)
     assert code == 0 and facts["output"] == [28, 28]
     assert facts["axes"]["h"]["pad_before"] == 4 and facts["axes"]["h"]["formula"].endswith("= 28")
@@ -67,33 +94,74 @@ def test_pool_sizes(capsys):
     assert "-> 3x3" in out and "ceil(3/2) + 1 = 3" in out
 
 
-@pytest.mark.parametrize("kernel,target,answer", [
-    (["3", "3"], ["26", "26"], "stride=1, padding=0"),
-    (["3", "3"], ["28", "28"], "stride=1, padding=1"),
-    (["2", "4"], ["15", "14"], "stride=2, padding=1"),
-])
+@pytest.mark.parametrize(
+    "kernel,target,answer",
+    [
+        (["3", "3"], ["26", "26"], "stride=1, padding=0"),
+        (["3", "3"], ["28", "28"], "stride=1, padding=1"),
+        (["2", "4"], ["15", "14"], "stride=2, padding=1"),
+    ],
+)
 def test_solve_the_lessons_three_exercises(capsys, kernel, target, answer):
-    code, out, _ = run(capsys, "shapes", "solve", "--input", "28", "28", "--kernel", *kernel,
-                       "--target", *target)
+    code, out, _ = run(
+        capsys, "shapes", "solve", "--input", "28", "28", "--kernel", *kernel, "--target", *target
+    )
     assert code == 0
     assert f"simplest: F.conv2d(image, filter, {answer})" in out
 
 
 def test_solve_nothing_fits_shows_nearest(capsys):
-    code, out, _ = run(capsys, "shapes", "solve", "--input", "28", "28", "--kernel", "3", "3",
-                       "--target", "3", "40")
+    code, out, _ = run(
+        capsys, "shapes", "solve", "--input", "28", "28", "--kernel", "3", "3", "--target", "3", "40"
+    )
     assert code == 1
     assert "nothing in that range gives 3x40" in out and "7x30" in out
 
 
+def test_solve_long_answer_lists_are_cut_and_limits_checked(capsys):
+    code, out, _ = run(
+        capsys,
+        "shapes",
+        "solve",
+        "--input",
+        "100",
+        "--kernel",
+        "3",
+        "--target",
+        "20",
+        "30",
+        "--max-stride",
+        "32",
+        "--max-padding",
+        "32",
+    )
+    assert code == 0 and "more (--json lists them all)" in out
+    code, _, err = run(
+        capsys,
+        "shapes",
+        "solve",
+        "--input",
+        "28",
+        "--kernel",
+        "3",
+        "--target",
+        "3",
+        "--max-stride",
+        "33",
+    )
+    assert code == 2 and "max stride 33 must be between 1 and 32" in err
+
+
 def test_solve_json(capsys):
-    code, out, _ = run(capsys, "shapes", "solve", "--input", "28", "--kernel", "3", "--target", "26",
-                       "--json")
+    code, out, _ = run(
+        capsys, "shapes", "solve", "--input", "28", "--kernel", "3", "--target", "26", "--json"
+    )
     facts = json.loads(out)
     assert code == 0 and facts["matches"][0] == {"stride": [1, 1], "padding": [0, 0], "size": [26, 26]}
 
 
 # -- cnnlab pool ----------------------------------------------------------------------------------
+
 
 def test_pool_lesson_exercise(capsys):
     code, out, _ = run(capsys, "pool", "--op", "both", "[[2,3],[5,6]]")
@@ -120,16 +188,25 @@ def test_pool_json_and_large_input_skips_windows(capsys):
     assert json.loads(out)["max"] == [[6.0]] and json.loads(out)["avg"] == [[4.0]]
 
 
-@pytest.mark.parametrize("matrix,message", [
-    ("[[1,2],[3]]", "ragged"),
-    ("[[1,'x']]", "not a number"),
-    ("[]", "empty"),
-    ("nope.txt", "neither a matrix"),
-    ("[[1]]", "kernel 2 is larger than the input 1"),
-])
+@pytest.mark.parametrize(
+    "matrix,message",
+    [
+        ("[[1,2],[3]]", "ragged"),
+        ("[[1,'x']]", "not a number"),
+        ("[]", "empty"),
+        ("nope.txt", "neither a matrix"),
+        ("[[1]]", "kernel 2 is larger than the input 1"),
+    ],
+)
 def test_pool_bad_matrices_one_line(capsys, matrix, message):
     code, out, err = run(capsys, "pool", matrix)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_pool_long_literal_is_not_taken_for_a_file_name(capsys):
+    row = "[" + ",".join(["1"] * 300) + "]"  # longer than a file name may be
+    code, out, _ = run(capsys, "pool", "--op", "max", f"[{row},{row}]")
+    assert code == 0 and "output 1x150" in out
 
 
 def test_pool_binary_file(capsys, tmp_path):
@@ -141,11 +218,15 @@ def test_pool_binary_file(capsys, tmp_path):
 
 # -- shapes model ---------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fake_registry(monkeypatch):
     """A stand-in cnnlab.models with the lesson's broken and fixed CNN."""
-    builders = {"lesson-broken": lambda: LessonCNN(16), "lesson-fixed": lambda: LessonCNN(256),
-                "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10))}
+    builders = {
+        "lesson-broken": lambda: LessonCNN(16),
+        "lesson-fixed": lambda: LessonCNN(256),
+        "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)),
+    }
     module = types.ModuleType("cnnlab.models")
 
     def get_model(name):
@@ -188,8 +269,9 @@ def test_model_from_run_folder(capsys, monkeypatch, tmp_path):
     module = types.ModuleType("cnnlab.runs")
 
     def load_run(path):
-        return types.SimpleNamespace(model=LessonCNN(256), input_shape=(1, 28, 28),
-                                     model_name="lesson-cnn")
+        return types.SimpleNamespace(
+            model=LessonCNN(256), input_shape=(1, 28, 28), model_name="lesson-cnn"
+        )
 
     module.load_run = load_run
     monkeypatch.setitem(sys.modules, "cnnlab.runs", module)

@@ -17,9 +17,16 @@ def test_lesson_exercise_max_6_avg_4():
     assert int(max_pooling) == 6 and int(average_pooling) == 4  # the lesson's assert
 
 
-@pytest.mark.parametrize("shape,kernel,stride", [
-    ((4, 4), 2, None), ((5, 7), 2, 1), ((6, 6), 3, 2), ((5, 5), (2, 3), (1, 2)), ((1, 9), (1, 4), 3),
-])
+@pytest.mark.parametrize(
+    "shape,kernel,stride",
+    [
+        ((4, 4), 2, None),
+        ((5, 7), 2, 1),
+        ((6, 6), 3, 2),
+        ((5, 5), (2, 3), (1, 2)),
+        ((1, 9), (1, 4), 3),
+    ],
+)
 def test_values_match_torch(shape, kernel, stride):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -39,31 +46,38 @@ def test_windows_say_what_they_covered():
     assert windows[1].cells == [[3, 4], [7, 8]]
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("[[2,3],[5,6]]", [[2, 3], [5, 6]]),
-    ("((2, 3), (5, 6),)", [[2, 3], [5, 6]]),  # Python literal, not JSON
-    ("[[1.5, -2e1]]", [[1.5, -20]]),
-    ("2 3\n5 6\n", [[2, 3], [5, 6]]),
-    ("# a comment\n2, 3\n\n5, 6  # end\n", [[2, 3], [5, 6]]),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("[[2,3],[5,6]]", [[2, 3], [5, 6]]),
+        ("((2, 3), (5, 6),)", [[2, 3], [5, 6]]),  # Python literal, not JSON
+        ("[[1.5, -2e1]]", [[1.5, -20]]),
+        ("2 3\n5 6\n", [[2, 3], [5, 6]]),
+        ("# a comment\n2, 3\n\n5, 6  # end\n", [[2, 3], [5, 6]]),
+    ],
+)
 def test_parse_forms(text, expected):
     assert parse_matrix(text) == expected
 
 
-@pytest.mark.parametrize("text,error,match", [
-    ("[[1,2],[3]]", ShapeError, "ragged: row 0 has 2 numbers but row 1 has 1"),
-    ("[]", ShapeError, "empty"),
-    ("[[]]", ShapeError, "empty"),
-    ("   ", ShapeError, "empty"),
-    ("[[1,'a']]", ConfigError, "row 0, column 1: 'a' is not a number"),
-    ("[[1, true]]", ConfigError, "True is not a number"),
-    ("[[1, NaN]]", ConfigError, "not a finite number"),
-    ("[[1, [2]]]", ConfigError, "is not a number"),
-    ("[1, 2, 3]", ConfigError, "list of rows"),
-    ("[[1, 2]", ConfigError, "cannot read"),
-    ("[[__import__('os').system('echo hi')]]", ConfigError, "cannot read"),  # never eval
-    ("1 2\n3 x", ConfigError, "row 1, column 1: 'x' is not a number"),
-])
+@pytest.mark.parametrize(
+    "text,error,match",
+    [
+        ("[[1,2],[3]]", ShapeError, "ragged: row 0 has 2 numbers but row 1 has 1"),
+        ("[]", ShapeError, "empty"),
+        ("[[]]", ShapeError, "empty"),
+        ("   ", ShapeError, "empty"),
+        ("[[1,'a']]", ConfigError, "row 0, column 1: 'a' is not a number"),
+        ("[[1, true]]", ConfigError, "True is not a number"),
+        ("[[1, NaN]]", ConfigError, "not a finite number"),
+        ("[[1" + "0" * 400 + "]]", ConfigError, "401-digit number is too large"),
+        ("[[1, [2]]]", ConfigError, "is not a number"),
+        ("[1, 2, 3]", ConfigError, "list of rows"),
+        ("[[1, 2]", ConfigError, "cannot read"),
+        ("[[__import__('os').system('echo hi')]]", ConfigError, "cannot read"),  # never eval
+        ("1 2\n3 x", ConfigError, "row 1, column 1: 'x' is not a number"),
+    ],
+)
 def test_bad_matrices_are_one_line_errors(text, error, match):
     with pytest.raises(error, match=match) as e:
         parse_matrix(text)

@@ -51,8 +51,9 @@ def _ours(fn):
 def _conv_case(h, w):
     (nh, kh, sh, ph, dh), (nw, kw, sw, pw, dw) = h, w
     x, weight = torch.zeros(1, 1, nh, nw), torch.zeros(1, 1, kh, kw)
-    theirs = _torch_size(lambda: F.conv2d(x, weight, stride=(sh, sw), padding=(ph, pw),
-                                          dilation=(dh, dw)))
+    theirs = _torch_size(
+        lambda: F.conv2d(x, weight, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw))
+    )
     ours = _ours(lambda: conv2d_output((nh, nw), (kh, kw), (sh, sw), (ph, pw), (dh, dw)))
     return ours, theirs
 
@@ -73,28 +74,32 @@ def test_conv_matches_nn_conv2d_module():
         assert conv2d_output(n, k, s, p, d).size == tuple(layer(torch.zeros(1, 3, n, n)).shape[-2:])
 
 
+def _pool_case(h, w, ceil_mode, kind=nn.MaxPool2d):
+    """(ours, theirs) for one pooling layer; AvgPool2d takes no dilation."""
+    (nh, kh, sh, ph, dh), (nw, kw, sw, pw, dw) = h, w
+    extra = {} if kind is nn.AvgPool2d else {"dilation": (dh, dw)}
+    layer = kind((kh, kw), (sh, sw), (ph, pw), ceil_mode=ceil_mode, **extra)
+    theirs = _torch_size(lambda: layer(torch.zeros(1, 1, nh, nw)))
+    dilation = (dh, dw) if extra else 1
+    ours = _ours(lambda: pool2d_output((nh, nw), (kh, kw), (sh, sw), (ph, pw), dilation, ceil_mode))
+    return ours, theirs
+
+
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_maxpool_matches_torch_over_a_grid(ceil_mode):
-    grid = [c for c in AXIS_GRID if c[3] < 3]
     raised = 0
-    for (nh, kh, sh, ph, dh), (nw, kw, sw, pw, dw) in _pairs(grid):
-        layer = nn.MaxPool2d((kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil_mode=ceil_mode)
-        theirs = _torch_size(lambda: layer(torch.zeros(1, 1, nh, nw)))  # noqa: B023
-        ours = _ours(lambda: pool2d_output((nh, nw), (kh, kw), (sh, sw), (ph, pw), (dh, dw),  # noqa: B023
-                                           ceil_mode))
-        assert ours == theirs, ((nh, kh, sh, ph, dh), (nw, kw, sw, pw, dw))
+    for h, w in _pairs([c for c in AXIS_GRID if c[3] < 3]):
+        ours, theirs = _pool_case(h, w, ceil_mode)
+        assert ours == theirs, (h, w)
         raised += theirs is None
     assert raised > 0
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])
 def test_avgpool_matches_torch_over_a_grid(ceil_mode):
-    grid = [c for c in AXIS_GRID if c[3] < 3 and c[4] == 1]  # AvgPool2d has no dilation
-    for (nh, kh, sh, ph, _), (nw, kw, sw, pw, _) in _pairs(grid):
-        layer = nn.AvgPool2d((kh, kw), (sh, sw), (ph, pw), ceil_mode=ceil_mode)
-        theirs = _torch_size(lambda: layer(torch.zeros(1, 1, nh, nw)))  # noqa: B023
-        ours = _ours(lambda: pool2d_output((nh, nw), (kh, kw), (sh, sw), (ph, pw), 1, ceil_mode))  # noqa: B023
-        assert ours == theirs, ((nh, kh, sh, ph), (nw, kw, sw, pw))
+    for h, w in _pairs([c for c in AXIS_GRID if c[3] < 3 and c[4] == 1]):
+        ours, theirs = _pool_case(h, w, ceil_mode, nn.AvgPool2d)
+        assert ours == theirs, (h, w)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # torch warns about even kernels with 'same'
@@ -113,13 +118,16 @@ def test_same_padding_with_stride_is_refused_like_torch():
     assert conv2d_output(28, 3, 2, "valid").size == (13, 13)
 
 
-@pytest.mark.parametrize("n,k,s,p,d,expected", [
-    (5, 3, 0, 0, 1, "stride 0 must be >= 1"),
-    (5, 3, 1, -1, 1, "padding -1 is negative"),
-    (5, 3, 1, 0, 0, "dilation 0 must be >= 1"),
-    (5, 0, 1, 0, 1, "kernel size 0 must be >= 1"),
-    (0, 3, 1, 0, 1, "input size 0 is empty"),
-])
+@pytest.mark.parametrize(
+    "n,k,s,p,d,expected",
+    [
+        (5, 3, 0, 0, 1, "stride 0 must be >= 1"),
+        (5, 3, 1, -1, 1, "padding -1 is negative"),
+        (5, 3, 1, 0, 0, "dilation 0 must be >= 1"),
+        (5, 0, 1, 0, 1, "kernel size 0 must be >= 1"),
+        (0, 3, 1, 0, 1, "input size 0 is empty"),
+    ],
+)
 def test_invalid_settings_raise_where_torch_raises(n, k, s, p, d, expected):
     with pytest.raises(RuntimeError):
         F.conv2d(torch.zeros(1, 1, n, 5), torch.zeros(1, 1, k, 1), stride=s, padding=p, dilation=d)
@@ -152,6 +160,7 @@ def test_one_axis_helpers():
 
 
 # -- the lesson's formula with the numbers in ---------------------------------------------------
+
 
 def test_formula_is_the_lessons():
     out = conv2d_output((28, 28), (3, 3))
@@ -197,9 +206,13 @@ def test_asymmetric_same_padding_formula():
 
 # -- the solver: the lesson's three exercises ---------------------------------------------------
 
+
 def _conv_shape(kernel, stride, padding):
-    return tuple(F.conv2d(torch.randn(1, 1, 28, 28), torch.randn(1, 1, *kernel), stride=stride,
-                          padding=padding).shape)
+    return tuple(
+        F.conv2d(
+            torch.randn(1, 1, 28, 28), torch.randn(1, 1, *kernel), stride=stride, padding=padding
+        ).shape
+    )
 
 
 def test_exercise_1_26x26_is_stride_1_padding_0():
@@ -247,8 +260,13 @@ def test_solver_rejects_bad_target():
 # -- property test: random 2-D layers against torch --------------------------------------------
 
 FUZZ_EXAMPLES = int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", "300"))
-size, kern, strd, pad, dil = (st.integers(1, 12), st.integers(1, 6), st.integers(1, 4),
-                              st.integers(0, 4), st.integers(1, 3))
+size, kern, strd, pad, dil = (
+    st.integers(1, 12),
+    st.integers(1, 6),
+    st.integers(1, 4),
+    st.integers(0, 4),
+    st.integers(1, 3),
+)
 
 
 @pytest.mark.fuzz
@@ -257,8 +275,7 @@ size, kern, strd, pad, dil = (st.integers(1, 12), st.integers(1, 6), st.integers
 def test_random_layers_agree_with_torch(h, w, ceil_mode):
     ours, theirs = _conv_case(h, w)
     assert ours == theirs
-    (nh, kh, sh, ph, dh), (nw, kw, sw, pw, dw) = h, w
-    layer = nn.MaxPool2d((kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil_mode=ceil_mode)
-    theirs = _torch_size(lambda: layer(torch.zeros(1, 1, nh, nw)))
-    assert _ours(lambda: pool2d_output((nh, nw), (kh, kw), (sh, sw), (ph, pw), (dh, dw),
-                                       ceil_mode)) == theirs
+    ours, theirs = _pool_case(h, w, ceil_mode)
+    assert ours == theirs
+    ours, theirs = _pool_case(h, w, ceil_mode, nn.AvgPool2d)
+    assert ours == theirs

@@ -70,8 +70,10 @@ def test_fixed_lesson_cnn_agrees_with_a_real_forward_pass():
     summary = summarize(model, (1, 28, 28))
     assert summary.ok and summary.mismatches == []
     seen = {}
-    hooks = [m.register_forward_hook(lambda mod, a, out, n=n: seen.__setitem__(n, tuple(out.shape)))
-             for n, m in model.named_children()]
+    hooks = [
+        m.register_forward_hook(lambda mod, a, out, n=n: seen.__setitem__(n, tuple(out.shape)))
+        for n, m in model.named_children()
+    ]
     model(torch.zeros(2, 1, 28, 28))
     for h in hooks:
         h.remove()
@@ -86,8 +88,15 @@ def test_fixed_lesson_cnn_agrees_with_a_real_forward_pass():
 
 
 def test_sequential_with_functional_free_parts_and_mode_restored():
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                          nn.MaxPool2d(2), nn.Dropout(0.5), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(8 * 16 * 16, 10),
+    )
     model.train()
     stats_before = model[1].running_mean.clone()
     summary = summarize(model, (3, 32, 32))
@@ -108,6 +117,12 @@ def test_unflattened_input_to_linear():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Linear(4, 10))  # forgot to flatten
     [m] = summarize(model, (1, 8, 8)).mismatches
     assert (m.has, m.needs) == (4, 4 * 6 * 6) and "unflattened" in m.message()
+    # the right in_features but no flatten: torch would fail on the last dimension (6 != 144)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Linear(144, 10))
+    [m] = summarize(model, (1, 8, 8)).mismatches
+    assert (m.has, m.needs) == (144, 144)
+    assert m.message().startswith("1 (Linear) receives (B, 4, 6, 6): 144 features per image")
+    assert m.message().endswith("; flatten with x.flatten(1) or nn.Flatten()")
 
 
 def test_two_wrong_linears_are_both_reported():
@@ -159,8 +174,11 @@ def test_shared_module_counted_once():
 def test_flatten_features_replaces_hand_computed_sizes():
     features = nn.Sequential(nn.Conv2d(1, 6, 5), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.MaxPool2d(2))
     assert flatten_features(features, (1, 28, 28)) == 16 * 4 * 4
-    assert flatten_features(features, (1, 32, 32)) == 16 * 5 * 5 == math.prod(
-        features(torch.zeros(1, 1, 32, 32)).shape[1:])
+    assert (
+        flatten_features(features, (1, 32, 32))
+        == 16 * 5 * 5
+        == math.prod(features(torch.zeros(1, 1, 32, 32)).shape[1:])
+    )
 
 
 def test_bad_input_shape_and_format_shape():

@@ -27,11 +27,16 @@ Matrix = list[list[float]]
 def _number(value, where: str) -> float:
     """A finite int/float from the parsed text, else ConfigError naming where it was."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{where}: {value!r} is not a number; a matrix holds numbers only, "
-                          f"like [[2,3],[5,6]]")
-    if not math.isfinite(value):
+        raise ConfigError(
+            f"{where}: {value!r} is not a number; a matrix holds numbers only, like [[2,3],[5,6]]"
+        )
+    try:
+        number = float(value)
+    except OverflowError:  # an int with hundreds of digits
+        raise ConfigError(f"{where}: a {len(str(value))}-digit number is too large") from None
+    if not math.isfinite(number):
         raise ConfigError(f"{where}: {value!r} is not a finite number")
-    return float(value)
+    return number
 
 
 def _parse_literal(text: str, source: str):
@@ -43,8 +48,10 @@ def _parse_literal(text: str, source: str):
     try:
         return ast.literal_eval(text)  # also takes tuples, trailing commas, 1_000
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
-        raise ConfigError(f"{source}: cannot read {text[:40]!r} as a matrix ({type(e).__name__}); "
-                          f"write it like [[2,3],[5,6]]") from None
+        raise ConfigError(
+            f"{source}: cannot read {text[:40]!r} as a matrix ({type(e).__name__}); "
+            f"write it like [[2,3],[5,6]]"
+        ) from None
 
 
 def _parse_whitespace(text: str) -> list[list[str]]:
@@ -88,13 +95,18 @@ def parse_matrix(text: str, source: str = "MATRIX") -> Matrix:
     if text[0] in "[(":
         value = _parse_literal(text, source)
         if not isinstance(value, list | tuple) or not all(isinstance(r, list | tuple) for r in value):
-            raise ConfigError(f"{source}: a matrix is a list of rows, like [[2,3],[5,6]], "
-                              f"not {text[:40]!r}")
-        rows = [[_number(v, f"{source} row {i}, column {j}") for j, v in enumerate(r)]
-                for i, r in enumerate(value)]
+            raise ConfigError(
+                f"{source}: a matrix is a list of rows, like [[2,3],[5,6]], not {text[:40]!r}"
+            )
+        rows = [
+            [_number(v, f"{source} row {i}, column {j}") for j, v in enumerate(r)]
+            for i, r in enumerate(value)
+        ]
     else:
-        rows = [[_to_float(t, f"{source} row {i}, column {j}") for j, t in enumerate(r)]
-                for i, r in enumerate(_parse_whitespace(text))]
+        rows = [
+            [_to_float(t, f"{source} row {i}, column {j}") for j, t in enumerate(r)]
+            for i, r in enumerate(_parse_whitespace(text))
+        ]
     check_matrix(rows, source)
     return rows
 
@@ -106,11 +118,15 @@ def check_matrix(rows: Matrix, source: str = "MATRIX") -> None:
     width = len(rows[0])
     for i, r in enumerate(rows):
         if len(r) != width:
-            raise ShapeError(f"{source} is ragged: row 0 has {width} numbers but row {i} has "
-                             f"{len(r)}; every row needs the same length")
+            raise ShapeError(
+                f"{source} is ragged: row 0 has {width} numbers but row {i} has "
+                f"{len(r)}; every row needs the same length"
+            )
     if len(rows) * width > MAX_CELLS:
-        raise ConfigError(f"{source} is {len(rows)}x{width} = {len(rows) * width:,} numbers; "
-                          f"the limit is {MAX_CELLS:,}")
+        raise ConfigError(
+            f"{source} is {len(rows)}x{width} = {len(rows) * width:,} numbers; "
+            f"the limit is {MAX_CELLS:,}"
+        )
 
 
 @dataclass(frozen=True)
@@ -154,12 +170,13 @@ class PoolResult:
         for i, row in enumerate(self.output):
             for j, value in enumerate(row):
                 rows, cols = range(i * sh, i * sh + kh), range(j * sw, j * sw + kw)
-                cells = [self.matrix[r][cols.start:cols.stop] for r in rows]
+                cells = [self.matrix[r][cols.start : cols.stop] for r in rows]
                 yield Window(i, j, rows, cols, cells, value)
 
 
-def pool_matrix(matrix: Matrix, op: str, kernel: IntPair = 2,
-                stride: IntPair | None = None) -> PoolResult:
+def pool_matrix(
+    matrix: Matrix, op: str, kernel: IntPair = 2, stride: IntPair | None = None
+) -> PoolResult:
     """Max or average pooling without padding, as `F.max_pool2d` / `F.avg_pool2d` compute it.
 
     Args:
@@ -181,7 +198,13 @@ def pool_matrix(matrix: Matrix, op: str, kernel: IntPair = 2,
     size = pool2d_output((len(matrix), len(matrix[0])), kernel, stride)
     (kh, kw), (sh, sw) = (size.h.kernel, size.w.kernel), (size.h.stride, size.w.stride)
     reduce = max if op == "max" else (lambda xs: sum(xs) / len(xs))
-    output = [[reduce([matrix[r][c] for r in range(i * sh, i * sh + kh)
-                       for c in range(j * sw, j * sw + kw)])
-               for j in range(size.w.out)] for i in range(size.h.out)]
+    output = [
+        [
+            reduce(
+                [matrix[r][c] for r in range(i * sh, i * sh + kh) for c in range(j * sw, j * sw + kw)]
+            )
+            for j in range(size.w.out)
+        ]
+        for i in range(size.h.out)
+    ]
     return PoolResult(op, matrix, (kh, kw), (sh, sw), output)

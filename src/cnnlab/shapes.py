@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from cnnlab.errors import ShapeError
 
 AXES = ("h", "w")
+SOLVER_LIMIT = 32  # largest stride/padding the solver tries: keeps "every match" a short list
 AXIS_NAMES = {"h": "height", "w": "width"}
 AXIS_UNITS = {"h": ("row", "rows"), "w": ("column", "columns")}
 
@@ -93,8 +94,10 @@ class AxisSize:
         if self.divides_evenly:
             return f"O{a} = ({inner_sym})/s + 1 = ({inner_num})/{self.stride} + 1 = {self.out}"
         rnd = "ceil" if self.ceil_mode else "floor"
-        text = (f"O{a} = {rnd}(({inner_sym})/s) + 1 = {rnd}(({inner_num})/{self.stride}) + 1"
-                f" = {rnd}({self.numerator}/{self.stride}) + 1")
+        text = (
+            f"O{a} = {rnd}(({inner_sym})/s) + 1 = {rnd}(({inner_num})/{self.stride}) + 1"
+            f" = {rnd}({self.numerator}/{self.stride}) + 1"
+        )
         plain = -(-self.numerator // self.stride) + 1 if self.ceil_mode else self.out
         if plain != self.out:  # ceil_mode dropped a window that would start in the padding
             return f"{text} - 1 = {self.out} (the last window would start in the padding)"
@@ -142,17 +145,21 @@ class Output2d:
 
     def describe(self) -> str:
         """One line: 'conv: input 28x28, kernel 3x3, stride 1, padding 0, dilation 1 -> 26x26'."""
+
         def pair(a, b):
             return f"{a}" if a == b else f"({a}, {b})"
+
         h, w = self.h, self.w
         pads = ((h.pad_before, h.pad_after), (w.pad_before, w.pad_after))
         if pads[0][0] == pads[0][1] and pads[1][0] == pads[1][1]:
             pad = pair(pads[0][0], pads[1][0])
         else:
             pad = f"top/bottom {pads[0]}, left/right {pads[1]}"
-        text = (f"{self.op}: input {h.n}x{w.n}, kernel {h.kernel}x{w.kernel}, "
-                f"stride {pair(h.stride, w.stride)}, padding {pad}, "
-                f"dilation {pair(h.dilation, w.dilation)}")
+        text = (
+            f"{self.op}: input {h.n}x{w.n}, kernel {h.kernel}x{w.kernel}, "
+            f"stride {pair(h.stride, w.stride)}, padding {pad}, "
+            f"dilation {pair(h.dilation, w.dilation)}"
+        )
         if h.ceil_mode:
             text += ", ceil_mode"
         return f"{text} -> {h.out}x{w.out}"
@@ -162,19 +169,24 @@ def _pair(value: IntPair, what: str) -> tuple[int, int]:
     """An int or a pair of ints -> (h, w); anything else is a ShapeError."""
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
-    if isinstance(value, tuple | list) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         return (value[0], value[1])
     raise ShapeError(f"{what} must be an int or a pair of ints (h, w), not {value!r}")
 
 
-def _check_common(axis: str, op: str, n: int, kernel: int, stride: int, pads: tuple[int, int],
-                  dilation: int) -> None:
+def _check_common(
+    axis: str, op: str, n: int, kernel: int, stride: int, pads: tuple[int, int], dilation: int
+) -> None:
     """The checks PyTorch makes for both conv and pooling, with our messages."""
     where = f"{op}: axis {axis} ({AXIS_NAMES[axis]})"
     if n < 1:
-        raise ShapeError(f"{where}: input size {n} is empty; "
-                         f"the input needs at least 1 {AXIS_UNITS[axis][0]}")
+        raise ShapeError(
+            f"{where}: input size {n} is empty; the input needs at least 1 {AXIS_UNITS[axis][0]}"
+        )
     if kernel < 1:
         raise ShapeError(f"{where}: kernel size {kernel} must be >= 1")
     if stride < 1:
@@ -185,8 +197,16 @@ def _check_common(axis: str, op: str, n: int, kernel: int, stride: int, pads: tu
         raise ShapeError(f"{where}: padding {min(pads)} is negative; use 0 or more")
 
 
-def _axis(op: str, axis: str, n: int, kernel: int, stride: int, pads: tuple[int, int],
-          dilation: int, ceil_mode: bool) -> AxisSize:
+def _axis(
+    op: str,
+    axis: str,
+    n: int,
+    kernel: int,
+    stride: int,
+    pads: tuple[int, int],
+    dilation: int,
+    ceil_mode: bool,
+) -> AxisSize:
     """The size along one axis after validation (PyTorch's conv/pooling_output_shape)."""
     eff = dilation * (kernel - 1) + 1
     padded = n + pads[0] + pads[1]
@@ -202,16 +222,19 @@ def _axis(op: str, axis: str, n: int, kernel: int, stride: int, pads: tuple[int,
         raise ShapeError(
             f"{op}: axis {axis} ({AXIS_NAMES[axis]}): kernel {kernel}{dil} is larger than the input "
             f"{n} plus padding {pads[0]}+{pads[1]} = {padded}; use a kernel of at most {padded}, "
-            f"pad by at least {(eff - n + 1) // 2} on each side, or feed a larger input")
+            f"pad by at least {(eff - n + 1) // 2} on each side, or feed a larger input"
+        )
     covered = (out - 1) * stride + eff  # padded positions up to the end of the last window
     leftover = max(0, padded - covered)
     ignored = max(0, leftover - pads[1])
-    return AxisSize(axis, op, n, kernel, stride, pads[0], pads[1], dilation, ceil_mode, out,
-                    leftover, ignored)
+    return AxisSize(
+        axis, op, n, kernel, stride, pads[0], pads[1], dilation, ceil_mode, out, leftover, ignored
+    )
 
 
-def _paddings(padding: Padding, kernel: tuple[int, int], stride: tuple[int, int],
-              dilation: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+def _paddings(
+    padding: Padding, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Padding as given -> ((top, bottom), (left, right)); 'same' pads like nn.Conv2d."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -219,8 +242,10 @@ def _paddings(padding: Padding, kernel: tuple[int, int], stride: tuple[int, int]
         if padding != "same":
             raise ShapeError(f"padding {padding!r} is unknown; use an int, a pair, 'same' or 'valid'")
         if stride != (1, 1):
-            raise ShapeError(f"padding 'same' needs stride 1 (PyTorch refuses it for strided "
-                             f"convolutions), not stride {stride}; give the padding as a number")
+            raise ShapeError(
+                f"padding 'same' needs stride 1 (PyTorch refuses it for strided "
+                f"convolutions), not stride {stride}; give the padding as a number"
+            )
         pads = []
         for k, d in zip(kernel, dilation, strict=True):
             total = d * (k - 1)  # an even kernel pads one more at the end, as PyTorch does
@@ -230,8 +255,13 @@ def _paddings(padding: Padding, kernel: tuple[int, int], stride: tuple[int, int]
     return ((ph, ph), (pw, pw))
 
 
-def conv2d_output(input_size: IntPair, kernel: IntPair, stride: IntPair = 1,
-                  padding: Padding = 0, dilation: IntPair = 1) -> Output2d:
+def conv2d_output(
+    input_size: IntPair,
+    kernel: IntPair,
+    stride: IntPair = 1,
+    padding: Padding = 0,
+    dilation: IntPair = 1,
+) -> Output2d:
     """The output size of `nn.Conv2d` (and `F.conv2d`) on an input of `input_size`.
 
     Args:
@@ -248,8 +278,15 @@ def conv2d_output(input_size: IntPair, kernel: IntPair, stride: IntPair = 1,
         ShapeError: where PyTorch would raise (kernel larger than the padded input, stride,
             kernel or dilation < 1, negative padding, 'same' with a stride), naming the axis.
     """
-    n, k, s, d = (_pair(v, name) for v, name in ((input_size, "input size"), (kernel, "kernel"),
-                                                  (stride, "stride"), (dilation, "dilation")))
+    n, k, s, d = (
+        _pair(v, name)
+        for v, name in (
+            (input_size, "input size"),
+            (kernel, "kernel"),
+            (stride, "stride"),
+            (dilation, "dilation"),
+        )
+    )
     pads = _paddings(padding, k, s, d)
     axes = []
     for i, axis in enumerate(AXES):
@@ -258,8 +295,14 @@ def conv2d_output(input_size: IntPair, kernel: IntPair, stride: IntPair = 1,
     return Output2d("conv", *axes)
 
 
-def pool2d_output(input_size: IntPair, kernel: IntPair, stride: IntPair | None = None,
-                  padding: IntPair = 0, dilation: IntPair = 1, ceil_mode: bool = False) -> Output2d:
+def pool2d_output(
+    input_size: IntPair,
+    kernel: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+) -> Output2d:
     """The output size of `nn.MaxPool2d` / `nn.AvgPool2d` (AvgPool2d has no dilation: use 1).
 
     Args:
@@ -276,19 +319,25 @@ def pool2d_output(input_size: IntPair, kernel: IntPair, stride: IntPair | None =
     Raises:
         ShapeError: where PyTorch would raise, naming the axis and the fix.
     """
-    n, k, d = (_pair(v, name) for v, name in ((input_size, "input size"), (kernel, "kernel"),
-                                               (dilation, "dilation")))
+    n, k, d = (
+        _pair(v, name)
+        for v, name in ((input_size, "input size"), (kernel, "kernel"), (dilation, "dilation"))
+    )
     s = k if stride is None else _pair(stride, "stride")
     if isinstance(padding, str):
-        raise ShapeError(f"pooling padding must be a number or a pair, not {padding!r} "
-                         f"(PyTorch's pooling layers have no 'same')")
+        raise ShapeError(
+            f"pooling padding must be a number or a pair, not {padding!r} "
+            f"(PyTorch's pooling layers have no 'same')"
+        )
     p = _pair(padding, "padding")
     axes = []
     for i, axis in enumerate(AXES):
         _check_common(axis, "pool", n[i], k[i], s[i], (p[i], p[i]), d[i])
         if p[i] > k[i] // 2:
-            raise ShapeError(f"pool: axis {axis} ({AXIS_NAMES[axis]}): padding {p[i]} is more than "
-                             f"half the kernel {k[i]}; PyTorch allows at most {k[i] // 2}")
+            raise ShapeError(
+                f"pool: axis {axis} ({AXIS_NAMES[axis]}): padding {p[i]} is more than "
+                f"half the kernel {k[i]}; PyTorch allows at most {k[i] // 2}"
+            )
         axes.append(_axis("pool", axis, n[i], k[i], s[i], (p[i], p[i]), d[i], ceil_mode))
     return Output2d("pool", *axes)
 
@@ -299,11 +348,23 @@ def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dil
     return _axis("conv", "h", n, kernel, stride, (padding, padding), dilation, False).out
 
 
-def pool_output_size(n: int, kernel: int, stride: int | None = None, padding: int = 0,
-                     dilation: int = 1, ceil_mode: bool = False) -> int:
+def pool_output_size(
+    n: int,
+    kernel: int,
+    stride: int | None = None,
+    padding: int = 0,
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
     """Output size along one axis of max/avg pooling (stride defaults to the kernel)."""
-    return pool2d_output((n, 1), (kernel, 1), None if stride is None else (stride, 1),
-                         (padding, 0), (dilation, 1), ceil_mode).h.out
+    return pool2d_output(
+        (n, 1),
+        (kernel, 1),
+        None if stride is None else (stride, 1),
+        (padding, 0),
+        (dilation, 1),
+        ceil_mode,
+    ).h.out
 
 
 @dataclass(frozen=True)
@@ -354,8 +415,15 @@ class Solution:
         return self.matches[0] if self.matches else None
 
 
-def solve_conv(input_size: IntPair, kernel: IntPair, target: IntPair, max_stride: int = 4,
-               max_padding: int | None = None, dilation: IntPair = 1, n_nearest: int = 5) -> Solution:
+def solve_conv(
+    input_size: IntPair,
+    kernel: IntPair,
+    target: IntPair,
+    max_stride: int = 4,
+    max_padding: int | None = None,
+    dilation: IntPair = 1,
+    n_nearest: int = 5,
+) -> Solution:
     """Every (stride, padding) that makes a convolution output `target`, simplest first.
 
     Args:
@@ -375,30 +443,36 @@ def solve_conv(input_size: IntPair, kernel: IntPair, target: IntPair, max_stride
     Raises:
         ShapeError: target below 1 or limits below their minimum.
     """
-    n, k, t, d = (_pair(v, name) for v, name in ((input_size, "input size"), (kernel, "kernel"),
-                                                  (target, "target"), (dilation, "dilation")))
+    n, k, t, d = (
+        _pair(v, name)
+        for v, name in (
+            (input_size, "input size"),
+            (kernel, "kernel"),
+            (target, "target"),
+            (dilation, "dilation"),
+        )
+    )
     if min(t) < 1:
         raise ShapeError(f"target size {t[0]}x{t[1]} must be at least 1x1")
-    if max_stride < 1:
-        raise ShapeError(f"max stride {max_stride} must be >= 1")
     if max_padding is None:
-        max_padding = max(d[i] * (k[i] - 1) for i in range(2))
-    if max_padding < 0:
-        raise ShapeError(f"max padding {max_padding} must be >= 0")
+        max_padding = min(max(d[i] * (k[i] - 1) for i in range(2)), SOLVER_LIMIT)
+    for what, value, low in (("max stride", max_stride, 1), ("max padding", max_padding, 0)):
+        if not low <= value <= SOLVER_LIMIT:
+            raise ShapeError(f"{what} {value} must be between {low} and {SOLVER_LIMIT}")
     for i, axis in enumerate(AXES):  # the fixed settings themselves must be valid
         _check_common(axis, "conv", n[i], k[i], 1, (0, 0), d[i])
 
     per_axis: list[dict[tuple[int, int], int]] = [{}, {}]  # (s, p) -> output size, per axis
-    for i, (s, p) in itertools.product(range(2), itertools.product(range(1, max_stride + 1),
-                                                                    range(max_padding + 1))):
+    for i, (s, p) in itertools.product(
+        range(2), itertools.product(range(1, max_stride + 1), range(max_padding + 1))
+    ):
         try:
             per_axis[i][(s, p)] = _axis("conv", AXES[i], n[i], k[i], s, (p, p), d[i], False).out
         except ShapeError:
             continue  # kernel larger than the padded input: not a candidate
 
     def cand(sp_h, sp_w):
-        return Candidate((sp_h[0], sp_w[0]), (sp_h[1], sp_w[1]),
-                         (per_axis[0][sp_h], per_axis[1][sp_w]))
+        return Candidate((sp_h[0], sp_w[0]), (sp_h[1], sp_w[1]), (per_axis[0][sp_h], per_axis[1][sp_w]))
 
     def order(c: Candidate):
         return (not c.uniform, max(c.stride), c.stride, max(c.padding), c.padding)
@@ -406,8 +480,13 @@ def solve_conv(input_size: IntPair, kernel: IntPair, target: IntPair, max_stride
     hits = [[sp for sp, o in per_axis[i].items() if o == t[i]] for i in range(2)]
     matches = sorted((cand(a, b) for a in hits[0] for b in hits[1]), key=order)
     nearest: list[Candidate] = []
-    if not matches:
-        every = [cand(a, b) for a in per_axis[0] for b in per_axis[1]]
-        nearest = sorted(every, key=lambda c: (abs(c.size[0] - t[0]) + abs(c.size[1] - t[1]),
-                                                 order(c)))[:n_nearest]
+    if not matches:  # the distance adds up per axis, so the nearest few per axis suffice
+        near = [
+            sorted(per_axis[i], key=lambda sp, i=i: (abs(per_axis[i][sp] - t[i]), sp))[: 4 * n_nearest]
+            for i in range(2)
+        ]
+        nearest = sorted(
+            (cand(a, b) for a in near[0] for b in near[1]),
+            key=lambda c: (abs(c.size[0] - t[0]) + abs(c.size[1] - t[1]), order(c)),
+        )[:n_nearest]
     return Solution(n, k, t, d, max_stride, max_padding, matches, nearest)

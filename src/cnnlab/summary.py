@@ -67,17 +67,25 @@ class LinearMismatch:
 
     def message(self) -> str:
         """One sentence: the layer, what it has, what it should have, and why."""
-        text = (f"{self.name} (Linear) has in_features={self.has} but each image brings "
-                f"{self.needs} features")
+        shape = format_shape(self.arrived, self.batch)
+        if self.needs == self.has:  # the size is right, the layout is not
+            text = f"{self.name} (Linear) receives {shape}: {self.needs} features per image, unflattened"
+        else:
+            text = (
+                f"{self.name} (Linear) has in_features={self.has} but each image brings "
+                f"{self.needs} features"
+            )
         if self.after is not None and self.after_shape is not None:
             text += f" (after {self.after}, output {format_shape(self.after_shape, self.batch)})"
         if len(self.arrived) == 2 and self.arrived[0] != self.batch:
-            text += (f"; it received {tuple(self.arrived)} from a batch of {self.batch}: a reshape "
-                     f"folded each image into {self.arrived[0] // self.batch} rows")
-        elif len(self.arrived) > 2:
-            text += f"; it received {format_shape(self.arrived, self.batch)} unflattened"
-        return (text + f"; make it nn.Linear({self.needs}, ...) and flatten with x.flatten(1) "
-                       f"or nn.Flatten()")
+            text += (
+                f"; it received {shape} from a batch of {self.batch}: a reshape "
+                f"folded each image into {self.arrived[0] // self.batch} rows"
+            )
+        elif len(self.arrived) > 2 and self.needs != self.has:
+            text += f"; it received {shape} unflattened"
+        fix = "" if self.needs == self.has else f"make it nn.Linear({self.needs}, ...) and "
+        return f"{text}; {fix}flatten with x.flatten(1) or nn.Flatten()"
 
 
 @dataclass
@@ -115,8 +123,11 @@ class Summary:
 
     def linear_needs(self) -> list[tuple[str, int, int]]:
         """(name, in_features it has, in_features it needs) for each Linear call."""
-        return [(r.name, r.in_features, r.needs) for r in self.layers
-                if r.in_features is not None and r.needs is not None]
+        return [
+            (r.name, r.in_features, r.needs)
+            for r in self.layers
+            if r.in_features is not None and r.needs is not None
+        ]
 
     def check(self) -> None:
         """Raise ShapeError naming every mismatched Linear; do nothing when all fit."""
@@ -159,17 +170,31 @@ def _check_spatial(name: str, module: nn.Module, x: torch.Tensor) -> None:
     """Conv2d / pooling: raise our ShapeError (with the layer name) where torch would fail."""
     try:
         if isinstance(module, nn.Conv2d):
-            lazy = isinstance(module, nn.modules.lazy.LazyModuleMixin) and \
-                module.has_uninitialized_params()
+            lazy = (
+                isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params()
+            )
             if x.ndim >= 3 and not lazy and x.shape[-3] != module.in_channels:
-                raise ShapeError(f"has in_channels={module.in_channels} but receives "
-                                 f"{x.shape[-3]} channels; make it nn.Conv2d({x.shape[-3]}, ...)")
+                raise ShapeError(
+                    f"has in_channels={module.in_channels} but receives "
+                    f"{x.shape[-3]} channels; make it nn.Conv2d({x.shape[-3]}, ...)"
+                )
             if x.ndim >= 2:
-                conv2d_output(tuple(x.shape[-2:]), module.kernel_size, module.stride,
-                              module.padding, module.dilation)
+                conv2d_output(
+                    tuple(x.shape[-2:]),
+                    module.kernel_size,
+                    module.stride,
+                    module.padding,
+                    module.dilation,
+                )
         elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d) and x.ndim >= 2:
-            pool2d_output(tuple(x.shape[-2:]), module.kernel_size, module.stride or None,
-                          module.padding, getattr(module, "dilation", 1), module.ceil_mode)
+            pool2d_output(
+                tuple(x.shape[-2:]),
+                module.kernel_size,
+                module.stride or None,
+                module.padding,
+                getattr(module, "dilation", 1),
+                module.ceil_mode,
+            )
     except ShapeError as e:
         raise ShapeError(f"{name} ({type(module).__name__}) on input {tuple(x.shape)}: {e}") from None
 
@@ -179,8 +204,11 @@ class _Recorder:
 
     def __init__(self, model: nn.Module, batch: int):
         self.batch = batch
-        self.names = {m: (name or type(model).__name__) for name, m in model.named_modules()
-                      if not any(True for _ in m.children())}
+        self.names = {
+            m: (name or type(model).__name__)
+            for name, m in model.named_modules()
+            if not any(True for _ in m.children())
+        }
         self.layers: list[LayerInfo] = []
         self.mismatches: list[LinearMismatch] = []
         self.counted: set[int] = set()
@@ -205,17 +233,26 @@ class _Recorder:
         if not isinstance(module, nn.Linear) or x.ndim < 2:
             return None
         b, has = self.batch, module.in_features
-        if x.ndim > 2 and x.shape[-1] == has:
-            needs = has  # a Linear over the last dimension, as in (B, T, D) inputs: legitimate
-        else:  # what one image brings once flattened (x.numel() // b also undoes a folded batch)
-            needs = x.numel() // b if x.numel() % b == 0 else x.shape[-1]
+        if x.ndim > 2 and x.shape[-1] == has:  # a Linear over the last dimension, as for (B, T, D)
+            self.inputs[id(module)] = (tuple(x.shape), has)
+            return None
+        # what one image brings once flattened (x.numel() // b also undoes a folded batch)
+        needs = x.numel() // b if x.numel() % b == 0 else x.shape[-1]
         self.inputs[id(module)] = (tuple(x.shape), needs)
-        if needs == has and (x.ndim > 2 or x.shape[0] == b):
+        if x.ndim == 2 and x.shape[0] == b and needs == has:
             return None
         last = self.layers[-1] if self.layers else None
-        self.mismatches.append(LinearMismatch(
-            name, has, needs, tuple(x.shape), b, last.name if last else None,
-            last.output_shape if last else None))
+        self.mismatches.append(
+            LinearMismatch(
+                name,
+                has,
+                needs,
+                tuple(x.shape),
+                b,
+                last.name if last else None,
+                last.output_shape if last else None,
+            )
+        )
         return (x.new_zeros((b, has)),) + tuple(args[1:])
 
     def hook(self, module: nn.Module, args, output) -> None:
@@ -228,10 +265,18 @@ class _Recorder:
             self.counted.add(id(module))
             params = sum(p.numel() for p in module.parameters())
         arrived, needs = self.inputs.get(id(module), (tuple(x.shape), None))
-        self.layers.append(LayerInfo(
-            self.names[module], type(module).__name__, arrived, tuple(y.shape), params,
-            _macs(module, x, y, self.batch),
-            module.in_features if isinstance(module, nn.Linear) else None, needs))
+        self.layers.append(
+            LayerInfo(
+                self.names[module],
+                type(module).__name__,
+                arrived,
+                tuple(y.shape),
+                params,
+                _macs(module, x, y, self.batch),
+                module.in_features if isinstance(module, nn.Linear) else None,
+                needs,
+            )
+        )
 
 
 def summarize(model: nn.Module, input_shape: Sequence[int], batch: int = DEFAULT_BATCH) -> Summary:
@@ -275,11 +320,15 @@ def summarize(model: nn.Module, input_shape: Sequence[int], batch: int = DEFAULT
     except Exception as e:  # torch raises many types; one line naming the layer is the point
         if not rec.mismatches:  # otherwise the failure is most likely a consequence of those
             last = rec.layers[-1] if rec.layers else None
-            where = (f"after {last.name} (output {format_shape(last.output_shape, batch)})"
-                     if last else "before any layer ran")
+            where = (
+                f"after {last.name} (output {format_shape(last.output_shape, batch)})"
+                if last
+                else "before any layer ran"
+            )
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ShapeError(f"{summary.model} on input {format_shape((batch, *shape), batch)} "
-                             f"failed {where}: {msg}") from None
+            raise ShapeError(
+                f"{summary.model} on input {format_shape((batch, *shape), batch)} failed {where}: {msg}"
+            ) from None
     finally:
         for h in handles:
             h.remove()

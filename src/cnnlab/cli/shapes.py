@@ -1,9 +1,9 @@
 """`cnnlab shapes conv|pool|solve|model` and `cnnlab pool`: the lesson's shape maths and pooling.
 
-    cnnlab shapes conv --input 28 28 --kernel 3 3              # 26x26, with the formula
-    cnnlab shapes solve --input 28 28 --kernel 2 4 --target 15 14
-    cnnlab shapes model lesson-cnn                             # per-layer table, Linear sizes
-    cnnlab pool --op both "[[2,3],[5,6]]"                      # max 6, avg 4, window by window
+cnnlab shapes conv --input 28 28 --kernel 3 3              # 26x26, with the formula
+cnnlab shapes solve --input 28 28 --kernel 2 4 --target 15 14
+cnnlab shapes model lesson-cnn                             # per-layer table, Linear sizes
+cnnlab pool --op both "[[2,3],[5,6]]"                      # max 6, avg 4, window by window
 """
 
 from __future__ import annotations
@@ -18,79 +18,118 @@ from cnnlab.errors import ConfigError
 
 DEFAULT_MODEL_INPUT = (1, 28, 28)  # MNIST; a run folder or --input says otherwise
 SHOW_WINDOWS_MAX = 36  # list every window only when there are at most this many
+SHOW_MATCHES_MAX = 20  # solver answers printed as a table
 NUMERIC_TEXT = re.compile(r"^[\s\d.,eE+\-]+$")  # "2 3\n5 6": rows of numbers, not a file name
 
 
-def _add_size(p, flag: str, metavar: str, what: str, default: list[int] | None = None,
-              shown: str | None = None, required: bool = False) -> None:
+def _add_size(
+    p,
+    flag: str,
+    metavar: str,
+    what: str,
+    default: list[int] | None = None,
+    shown: str | None = None,
+    required: bool = False,
+) -> None:
     """A flag taking one value (both axes) or two (h w); `shown` describes a None default."""
     help_text = f"{what}: one value for both axes or two (h w)"
     if not required:
         help_text += f" (default: {shown or ' '.join(map(str, default))})"
-    p.add_argument(flag, nargs="+", type=int, metavar=metavar, default=default, required=required,
-                   help=help_text)
+    p.add_argument(
+        flag, nargs="+", type=int, metavar=metavar, default=default, required=required, help=help_text
+    )
 
 
 def register(sub, common) -> None:
-    shapes = sub.add_parser("shapes", help="conv/pool output sizes, the stride/padding solver, "
-                                           "a model's layer table")
+    shapes = sub.add_parser(
+        "shapes", help="conv/pool output sizes, the stride/padding solver, a model's layer table"
+    )
     shapes_sub = shapes.add_subparsers(dest="shapes_command", required=True, metavar="ACTION")
 
-    p = shapes_sub.add_parser("conv", parents=[common],
-                              help="output size of a convolution, with the lesson's formula")
+    p = shapes_sub.add_parser(
+        "conv", parents=[common], help="output size of a convolution, with the lesson's formula"
+    )
     _add_size(p, "--input", "N", "input height and width", required=True)
     _add_size(p, "--kernel", "F", "kernel size", required=True)
     _add_size(p, "--stride", "S", "stride", default=[1])
-    p.add_argument("--padding", nargs="+", default=["0"], metavar="P",
-                   help="padding: one int, two (h w), 'same' or 'valid' (default: 0)")
+    p.add_argument(
+        "--padding",
+        nargs="+",
+        default=["0"],
+        metavar="P",
+        help="padding: one int, two (h w), 'same' or 'valid' (default: 0)",
+    )
     _add_size(p, "--dilation", "D", "dilation", default=[1])
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_conv)
 
-    p = shapes_sub.add_parser("pool", parents=[common],
-                              help="output size of max/avg pooling, with the formula")
+    p = shapes_sub.add_parser(
+        "pool", parents=[common], help="output size of max/avg pooling, with the formula"
+    )
     _add_size(p, "--input", "N", "input height and width", required=True)
     _add_size(p, "--kernel", "F", "kernel size", required=True)
     _add_size(p, "--stride", "S", "stride", shown="the kernel size")
     _add_size(p, "--padding", "P", "padding, at most half the kernel", default=[0])
     _add_size(p, "--dilation", "D", "dilation (MaxPool2d only)", default=[1])
-    p.add_argument("--ceil-mode", action="store_true",
-                   help="round up like ceil_mode=True (default: round down)")
+    p.add_argument(
+        "--ceil-mode", action="store_true", help="round up like ceil_mode=True (default: round down)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_pool_size)
 
-    p = shapes_sub.add_parser("solve", parents=[common],
-                              help="every (stride, padding) that gives a target output size "
-                                   "(exit 1 when none does)")
+    p = shapes_sub.add_parser(
+        "solve",
+        parents=[common],
+        help="every (stride, padding) that gives a target output size (exit 1 when none does)",
+    )
     _add_size(p, "--input", "N", "input height and width", required=True)
     _add_size(p, "--kernel", "F", "kernel size", required=True)
     _add_size(p, "--target", "O", "wanted output height and width", required=True)
     p.add_argument("--max-stride", type=int, default=4, help="largest stride tried (default: 4)")
-    p.add_argument("--max-padding", type=int, default=None,
-                   help="largest padding tried (default: the dilated kernel size minus 1)")
+    p.add_argument(
+        "--max-padding",
+        type=int,
+        default=None,
+        help="largest padding tried (default: the dilated kernel size minus 1)",
+    )
     _add_size(p, "--dilation", "D", "dilation, kept fixed", default=[1])
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_solve)
 
-    p = shapes_sub.add_parser("model", parents=[common],
-                              help="layer-by-layer shapes, parameters and MACs of a model")
-    p.add_argument("model", metavar="NAME|RUN_DIR",
-                   help="a registered model name or a run folder")
-    p.add_argument("--input", nargs=3, type=int, metavar=("C", "H", "W"), default=None,
-                   help="shape of one input image (default: the run's, else 1 28 28)")
+    p = shapes_sub.add_parser(
+        "model", parents=[common], help="layer-by-layer shapes, parameters and MACs of a model"
+    )
+    p.add_argument("model", metavar="NAME|RUN_DIR", help="a registered model name or a run folder")
+    p.add_argument(
+        "--input",
+        nargs=3,
+        type=int,
+        metavar=("C", "H", "W"),
+        default=None,
+        help="shape of one input image (default: the run's, else 1 28 28)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model)
 
-    p = sub.add_parser("pool", parents=[common],
-                       help="max/average pooling of a small matrix, window by window")
-    p.add_argument("matrix", metavar="MATRIX",
-                   help='a matrix like "[[2,3],[5,6]]", a file holding one (or rows of '
-                        'numbers), or - for stdin')
-    p.add_argument("--op", choices=["max", "avg", "both"], default="both",
-                   help="which pooling (default: both)")
+    p = sub.add_parser(
+        "pool", parents=[common], help="max/average pooling of a small matrix, window by window"
+    )
+    p.add_argument(
+        "matrix",
+        metavar="MATRIX",
+        help='a matrix like "[[2,3],[5,6]]", a file holding one (or rows of numbers), or - for stdin',
+    )
+    p.add_argument(
+        "--op", choices=["max", "avg", "both"], default="both", help="which pooling (default: both)"
+    )
     p.add_argument("--kernel", type=int, default=2, metavar="K", help="window size K x K (default: 2)")
-    p.add_argument("--stride", type=int, default=None, metavar="S",
-                   help="step between windows (default: the kernel size)")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        metavar="S",
+        help="step between windows (default: the kernel size)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_pool)
 
@@ -111,8 +150,9 @@ def _padding(values: list[str]):
     try:
         return _pair([int(v) for v in values], "--padding")
     except ValueError:
-        raise ConfigError(f"--padding takes one int, two ints (h w), 'same' or 'valid', "
-                          f"not {' '.join(values)}") from None
+        raise ConfigError(
+            f"--padding takes one int, two ints (h w), 'same' or 'valid', not {' '.join(values)}"
+        ) from None
 
 
 def _axis_json(axis) -> dict:
@@ -123,8 +163,13 @@ def _axis_json(axis) -> dict:
 def _print_output2d(out, as_json: bool) -> None:
     """The one-line description, both formulas and the uneven-stride notes."""
     if as_json:
-        print_json({"op": out.op, "output": list(out.size),
-                    "axes": {"h": _axis_json(out.h), "w": _axis_json(out.w)}})
+        print_json(
+            {
+                "op": out.op,
+                "output": list(out.size),
+                "axes": {"h": _axis_json(out.h), "w": _axis_json(out.w)},
+            }
+        )
         return
     print(out.describe())
     for line in out.formula().splitlines():
@@ -136,9 +181,13 @@ def _print_output2d(out, as_json: bool) -> None:
 def cmd_conv(args) -> int:
     from cnnlab.shapes import conv2d_output
 
-    out = conv2d_output(_pair(args.input, "--input"), _pair(args.kernel, "--kernel"),
-                        _pair(args.stride, "--stride"), _padding(args.padding),
-                        _pair(args.dilation, "--dilation"))
+    out = conv2d_output(
+        _pair(args.input, "--input"),
+        _pair(args.kernel, "--kernel"),
+        _pair(args.stride, "--stride"),
+        _padding(args.padding),
+        _pair(args.dilation, "--dilation"),
+    )
     _print_output2d(out, args.json)
     return 0
 
@@ -147,9 +196,14 @@ def cmd_pool_size(args) -> int:
     from cnnlab.shapes import pool2d_output
 
     stride = None if args.stride is None else _pair(args.stride, "--stride")
-    out = pool2d_output(_pair(args.input, "--input"), _pair(args.kernel, "--kernel"), stride,
-                        _pair(args.padding, "--padding"), _pair(args.dilation, "--dilation"),
-                        args.ceil_mode)
+    out = pool2d_output(
+        _pair(args.input, "--input"),
+        _pair(args.kernel, "--kernel"),
+        stride,
+        _pair(args.padding, "--padding"),
+        _pair(args.dilation, "--dilation"),
+        args.ceil_mode,
+    )
     _print_output2d(out, args.json)
     return 0
 
@@ -157,18 +211,30 @@ def cmd_pool_size(args) -> int:
 def cmd_solve(args) -> int:
     from cnnlab.shapes import solve_conv
 
-    sol = solve_conv(_pair(args.input, "--input"), _pair(args.kernel, "--kernel"),
-                     _pair(args.target, "--target"), args.max_stride, args.max_padding,
-                     _pair(args.dilation, "--dilation"))
+    sol = solve_conv(
+        _pair(args.input, "--input"),
+        _pair(args.kernel, "--kernel"),
+        _pair(args.target, "--target"),
+        args.max_stride,
+        args.max_padding,
+        _pair(args.dilation, "--dilation"),
+    )
     if args.json:
         print_json(dataclasses.asdict(sol))
         return 0
     (nh, nw), (kh, kw), (th, tw) = sol.input_size, sol.kernel, sol.target
-    print(f"input {nh}x{nw}, kernel {kh}x{kw} -> target {th}x{tw} "
-          f"(strides 1..{sol.max_stride}, paddings 0..{sol.max_padding})")
+    print(
+        f"input {nh}x{nw}, kernel {kh}x{kw} -> target {th}x{tw} "
+        f"(strides 1..{sol.max_stride}, paddings 0..{sol.max_padding})"
+    )
     if sol.matches:
-        rows = [[i + 1, c.as_args(), f"{c.size[0]}x{c.size[1]}"] for i, c in enumerate(sol.matches)]
+        rows = [
+            [i + 1, c.as_args(), f"{c.size[0]}x{c.size[1]}"]
+            for i, c in enumerate(sol.matches[:SHOW_MATCHES_MAX])
+        ]
         print(format_table(["#", "F.conv2d(...)", "output"], rows, align="rll"))
+        if len(sol.matches) > SHOW_MATCHES_MAX:
+            print(f"... and {len(sol.matches) - SHOW_MATCHES_MAX} more (--json lists them all)")
         print(f"simplest: F.conv2d(image, filter, {sol.best.as_args()})")
         return 0
     print(f"nothing in that range gives {th}x{tw}; the nearest sizes:")
@@ -187,8 +253,10 @@ def _load_model(target: str):
         except ModuleNotFoundError as e:
             if e.name != "cnnlab.runs":
                 raise
-            raise ConfigError(f"{target} is a folder, but reading run folders needs cnnlab.runs, "
-                              f"which this installation lacks; give a model name instead") from None
+            raise ConfigError(
+                f"{target} is a folder, but reading run folders needs cnnlab.runs, "
+                f"which this installation lacks; give a model name instead"
+            ) from None
         run = load_run(path)
         model = getattr(run, "model", None)
         if model is None:
@@ -201,8 +269,10 @@ def _load_model(target: str):
     except ModuleNotFoundError as e:
         if e.name != "cnnlab.models":
             raise
-        raise ConfigError(f"model names need cnnlab.models, which this installation lacks; "
-                          f"{target!r} is not a folder either") from None
+        raise ConfigError(
+            f"model names need cnnlab.models, which this installation lacks; "
+            f"{target!r} is not a folder either"
+        ) from None
     return get_model(target), target, None
 
 
@@ -223,22 +293,50 @@ def cmd_model(args) -> int:
     summary = summarize(model, shape)
     summary.model = name
     if args.json:
-        print_json({**dataclasses.asdict(summary), "total_macs": summary.total_macs,
-                    "ok": summary.ok, "mismatch_messages": [m.message() for m in summary.mismatches]})
+        print_json(
+            {
+                **dataclasses.asdict(summary),
+                "total_macs": summary.total_macs,
+                "ok": summary.ok,
+                "mismatch_messages": [m.message() for m in summary.mismatches],
+            }
+        )
         summary.check()
         return 0
     b = summary.batch
     bad = {m.name for m in summary.mismatches}
     print(f"{name} ({type(model).__name__}) on input {format_shape((b, *shape), b)}, B = batch size")
-    rows = [[layer.name, layer.type, format_shape(layer.output_shape, b), f"{layer.params:,}",
-             f"{layer.macs:,}", _in_features_cell(layer, bad)] for layer in summary.layers]
-    print(format_table(["layer", "type", "output", "params", "MACs/image", "in_features"], rows,
-                       align="lllrrl"))
+    rows = [
+        [
+            layer.name,
+            layer.type,
+            format_shape(layer.output_shape, b),
+            f"{layer.params:,}",
+            f"{layer.macs:,}",
+            _in_features_cell(layer, bad),
+        ]
+        for layer in summary.layers
+    ]
+    print(
+        format_table(
+            ["layer", "type", "output", "params", "MACs/image", "in_features"], rows, align="lllrrl"
+        )
+    )
     out = format_shape(summary.output_shape, b) if summary.output_shape else "none"
-    print(f"total: {summary.total_params:,} parameters ({summary.trainable_params:,} trainable), "
-          f"{summary.total_macs:,} MACs per image, output {out}")
+    print(
+        f"total: {summary.total_params:,} parameters ({summary.trainable_params:,} trainable), "
+        f"{summary.total_macs:,} MACs per image, output {out}"
+    )
     summary.check()  # a wrong Linear: the table above, then one error line and exit 2
     return 0
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file() that says False for names the OS refuses (a long literal is no file)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _read_matrix_arg(arg: str):
@@ -248,20 +346,23 @@ def _read_matrix_arg(arg: str):
     if arg == "-":
         return parse_matrix(sys.stdin.read(MAX_TEXT_CHARS + 1), "stdin")
     path = Path(arg)
-    if len(arg) < 4096 and path.is_file():
+    if _is_file(path):
         if path.stat().st_size > MAX_TEXT_CHARS:
-            raise ConfigError(f"{path} is {path.stat().st_size:,} bytes; the limit is "
-                              f"{MAX_TEXT_CHARS:,}")
+            raise ConfigError(
+                f"{path} is {path.stat().st_size:,} bytes; the limit is {MAX_TEXT_CHARS:,}"
+            )
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
-            raise ConfigError(f"{path} is not a text file; write the matrix as [[2,3],[5,6]] "
-                              f"or as rows of numbers") from None
+            raise ConfigError(
+                f"{path} is not a text file; write the matrix as [[2,3],[5,6]] or as rows of numbers"
+            ) from None
         return parse_matrix(text, str(path))
     if arg.strip()[:1] in ("[", "(") or NUMERIC_TEXT.match(arg):
         return parse_matrix(arg, "MATRIX")
-    raise ConfigError(f"MATRIX {arg[:60]!r} is neither a matrix like \"[[2,3],[5,6]]\" nor an "
-                      f"existing file")
+    raise ConfigError(
+        f'MATRIX {arg[:60]!r} is neither a matrix like "[[2,3],[5,6]]" nor an existing file'
+    )
 
 
 def _num(v: float) -> str:
@@ -289,12 +390,20 @@ def cmd_pool(args) -> int:
     results = {op: pool_matrix(matrix, op, args.kernel, args.stride) for op in ops}
     first = results[ops[0]]
     if args.json:
-        print_json({"input": matrix, "kernel": list(first.kernel), "stride": list(first.stride),
-                    **{op: r.output for op, r in results.items()}})
+        print_json(
+            {
+                "input": matrix,
+                "kernel": list(first.kernel),
+                "stride": list(first.stride),
+                **{op: r.output for op, r in results.items()},
+            }
+        )
         return 0
     (kh, kw), (sh, sw), (oh, ow) = first.kernel, first.stride, first.shape
-    print(f"input {len(matrix)}x{len(matrix[0])}, kernel {kh}x{kw}, stride "
-          f"{sh if sh == sw else (sh, sw)} -> output {oh}x{ow}")
+    print(
+        f"input {len(matrix)}x{len(matrix[0])}, kernel {kh}x{kw}, stride "
+        f"{sh if sh == sw else (sh, sw)} -> output {oh}x{ow}"
+    )
     names = {"max": "max pooling", "avg": "average pooling"}
     for op, r in results.items():
         print(f"{names[op]}:")
@@ -304,6 +413,8 @@ def cmd_pool(args) -> int:
         per_op = {op: list(r.windows()) for op, r in results.items()}
         for k, win in enumerate(per_op[ops[0]]):
             values = ", ".join(f"{op} {_num(per_op[op][k].value)}" for op in ops)
-            print(f"  out[{win.out_row}][{win.out_col}]  rows {win.rows.start}-{win.rows.stop - 1}, "
-                  f"cols {win.cols.start}-{win.cols.stop - 1}  {_inline(win.cells)}  -> {values}")
+            print(
+                f"  out[{win.out_row}][{win.out_col}]  rows {win.rows.start}-{win.rows.stop - 1}, "
+                f"cols {win.cols.start}-{win.cols.stop - 1}  {_inline(win.cells)}  -> {values}"
+            )
     return 0

@@ -441,7 +441,8 @@ def solve_conv(
         per-axis ones (stride=(sh, sw), padding=(ph, pw)), each ordered by stride then padding.
 
     Raises:
-        ShapeError: target below 1 or limits below their minimum.
+        ShapeError: a target below 1x1, limits outside 1..32 (stride) or 0..32 (padding), or
+            an invalid kernel, input or dilation.
     """
     n, k, t, d = (
         _pair(v, name)

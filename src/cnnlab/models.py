@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ConfigError, ShapeError
+from cnnlab.summary import flatten_features, summarize
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, tuple[Builder, str]] = {}
@@ -76,22 +77,14 @@ def _lookup(name: str) -> tuple[Builder, str]:
 
 
 def flat_features(module: nn.Module, input_shape: Sequence[int]) -> int:
-    """Number of features `module` outputs per image, found by a dummy forward of zeros."""
-    was_training = module.training
-    module.eval()  # BatchNorm must not update its running statistics on the dummy image
+    """Number of features `module` outputs per image, found by a zero batch (cnnlab.summary)."""
     try:
-        with torch.no_grad():
-            out = module(torch.zeros(1, *input_shape))
-    except RuntimeError as e:  # e.g. "Kernel size can't be greater than actual input size"
+        return flatten_features(module, input_shape)
+    except ShapeError as e:  # names the layer: "conv2 (Conv2d) on input (2, 6, 2, 2): ..."
         raise ShapeError(
             f"input shape {tuple(input_shape)} is too small for these layers ({e}); "
             "use larger images or fewer poolings"
         ) from None
-    finally:
-        module.train(was_training)
-    if out.numel() == 0:
-        raise ShapeError(f"input shape {tuple(input_shape)} shrinks to nothing in these layers")
-    return out.numel()
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -101,33 +94,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-accumulates of one forward pass on one image (convolutions and linear layers)."""
-    total = 0
-
-    def conv_hook(mod: nn.Conv2d, inp, out):
-        nonlocal total
-        kh, kw = mod.kernel_size
-        total += out[0].numel() * (mod.in_channels // mod.groups) * kh * kw
-
-    def linear_hook(mod: nn.Linear, inp, out):
-        nonlocal total
-        total += out[0].numel() * mod.in_features
-
-    hooks = []
-    for mod in model.modules():
-        if isinstance(mod, nn.Conv2d):
-            hooks.append(mod.register_forward_hook(conv_hook))
-        elif isinstance(mod, nn.Linear):
-            hooks.append(mod.register_forward_hook(linear_hook))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return total
+    return summarize(model, input_shape).total_macs
 
 
 # --- the models, simplest first ------------------------------------------------------------

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 import torch
 from tests.test_summary import LessonCNN
-from torch import nn
 
+from cnnlab import models
 from cnnlab.cli import main
 
 
@@ -220,83 +218,84 @@ def test_pool_binary_file(capsys, tmp_path):
 
 
 @pytest.fixture
-def fake_registry(monkeypatch):
-    """A stand-in cnnlab.models with the lesson's broken and fixed CNN."""
-    builders = {
-        "lesson-broken": lambda: LessonCNN(16),
-        "lesson-fixed": lambda: LessonCNN(256),
-        "mlp": lambda: nn.Sequential(nn.Flatten(), nn.Linear(784, 10)),
-    }
-    module = types.ModuleType("cnnlab.models")
+def broken_lesson_model(monkeypatch):
+    """Make get_model("lesson-broken") the lesson's CNN with 16 channels and Linear(16, 128)."""
+    real = models.get_model
 
-    def get_model(name):
-        return builders[name]()
+    def get_model(name, input_shape=(1, 28, 28), **kwargs):
+        return LessonCNN(16) if name == "lesson-broken" else real(name, input_shape, **kwargs)
 
-    module.get_model = get_model
-    monkeypatch.setitem(sys.modules, "cnnlab.models", module)
-    return builders
+    monkeypatch.setattr(models, "get_model", get_model)
 
 
-def test_model_table(capsys, fake_registry):
-    code, out, _ = run(capsys, "shapes", "model", "lesson-fixed")
+def _row(out, name):
+    return next(line for line in out.splitlines() if line.startswith(name + " "))
+
+
+def test_model_table(capsys):
+    code, out, _ = run(capsys, "shapes", "model", "lesson-cnn", "--input", "1", "28", "28")
     assert code == 0
-    assert "lesson-fixed (LessonCNN) on input (B, 1, 28, 28)" in out
-    row = next(line for line in out.splitlines() if line.startswith("maxpool2"))
-    assert "(B, 16, 4, 4)" in row
-    row = next(line for line in out.splitlines() if line.startswith("linear1"))
-    assert "32,896" in row and row.rstrip().endswith("256")
-    assert "total: 44,374 parameters (44,374 trainable)" in out
+    assert out.startswith("lesson-cnn (LessonCNN) on input (B, 1, 28, 28)")
+    model = models.get_model("lesson-cnn")
+    c2 = model.features.conv2.out_channels
+    assert f"(B, {c2}, 4, 4)" in _row(out, "features.pool2")
+    linear1 = _row(out, "classifier.linear1")
+    assert f"{(c2 * 16 + 1) * 128:,}" in linear1 and linear1.rstrip().endswith(f"{c2 * 16}")
+    total = sum(p.numel() for p in model.parameters())
+    assert f"total: {total:,} parameters ({total:,} trainable)" in out
+    assert f"{models.count_macs(model, (1, 28, 28)):,} MACs per image" in out
 
 
-def test_model_mismatch_names_layer_and_256(capsys, fake_registry):
+def test_model_mismatch_names_layer_and_256(capsys, broken_lesson_model):
     code, out, err = run(capsys, "shapes", "model", "lesson-broken")
     assert code == 2
-    assert "has 16, needs 256" in out  # the table marks the row
+    assert "has 16, needs 256" in _row(out, "linear1")  # the table marks the row
     assert err.count("\n") == 1 and "mat1" not in err
     assert "linear1 (Linear) has in_features=16 but each image brings 256 features" in err
 
 
-def test_model_input_flag_and_json(capsys, fake_registry):
-    code, out, err = run(capsys, "shapes", "model", "mlp", "--input", "1", "28", "28", "--json")
+def test_model_input_builds_for_that_shape_and_json(capsys):
+    code, out, _ = run(capsys, "shapes", "model", "mlp", "--input", "3", "32", "32", "--json")
     facts = json.loads(out)
     assert code == 0 and facts["ok"] and facts["output_shape"] == [2, 10]
-    assert facts["total_params"] == 7850
-    code, _, err = run(capsys, "shapes", "model", "mlp", "--input", "1", "32", "32")
-    assert code == 2 and "has in_features=784 but each image brings 1024" in err
+    assert facts["layers"][1]["in_features"] == 3 * 32 * 32
+    code, _, err = run(capsys, "shapes", "model", "no-such-model")
+    assert code == 2 and "unknown model 'no-such-model'" in err
 
 
-def test_model_from_run_folder(capsys, monkeypatch, tmp_path):
-    module = types.ModuleType("cnnlab.runs")
+def test_model_from_run_folder(capsys, tmp_path):
+    from cnnlab.data.datasets import DATASETS
+    from cnnlab.runs import run_metadata, save_weights
 
-    def load_run(path):
-        return types.SimpleNamespace(
-            model=LessonCNN(256), input_shape=(1, 28, 28), model_name="lesson-cnn"
-        )
-
-    module.load_run = load_run
-    monkeypatch.setitem(sys.modules, "cnnlab.runs", module)
+    model = models.get_model("lenet5")
+    save_weights(tmp_path / "model.safetensors", model,
+                 run_metadata("lenet5", {}, DATASETS["mnist"]))  # fmt: skip
     code, out, _ = run(capsys, "shapes", "model", str(tmp_path))
-    assert code == 0 and out.startswith("lesson-cnn (LessonCNN) on input (B, 1, 28, 28)")
+    assert code == 0 and out.startswith("lenet5 (LeNet5) on input (B, 1, 28, 28)")
+    # --input on a run folder checks the trained model against another size: a named mismatch
+    code, out, err = run(capsys, "shapes", "model", str(tmp_path), "--input", "1", "32", "32")
+    assert code == 2 and "has in_features=" in err and "mat1" not in err
 
 
-def _registered_models():
-    try:
-        from cnnlab.models import list_models
-    except ModuleNotFoundError:
-        return []
-    return list_models()
-
-
-@pytest.mark.skipif(not _registered_models(), reason="cnnlab.models is not in this build yet")
-@pytest.mark.parametrize("name", _registered_models())
-def test_every_registered_model_agrees_with_a_forward_pass(capsys, name):
-    from cnnlab.models import get_model
-
-    code, out, _ = run(capsys, "shapes", "model", name, "--json")
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+@pytest.mark.parametrize("name", models.list_models())
+def test_every_registered_model_agrees_with_a_forward_pass(capsys, name, shape):
+    code, out, _ = run(capsys, "shapes", "model", name, "--input", *map(str, shape), "--json")
     facts = json.loads(out)
-    assert code == 0 and facts["ok"]
-    model = get_model(name).eval()
+    assert code == 0 and facts["ok"] and facts["mismatches"] == []
+    model = models.get_model(name, input_shape=shape).eval()
+    seen = {}
+    names = {m: n for n, m in model.named_modules() if not any(True for _ in m.children())}
+
+    def record(mod, args, y):  # a forward hook must return None, or it replaces the output
+        seen.setdefault(names[mod], list(y.shape))
+
+    hooks = [m.register_forward_hook(record) for m in names]
     with torch.no_grad():
-        y = model(torch.zeros(2, 1, 28, 28))
-    assert facts["output_shape"] == list(y.shape)
+        y = model(torch.zeros(2, *shape))
+    for h in hooks:
+        h.remove()
+    assert facts["output_shape"] == list(y.shape) == [2, 10]
+    assert {layer["name"]: layer["output_shape"] for layer in facts["layers"]} == seen
     assert facts["total_params"] == sum(p.numel() for p in model.parameters())
+    assert facts["total_macs"] == models.count_macs(model, shape)

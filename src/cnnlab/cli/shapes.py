@@ -99,14 +99,18 @@ def register(sub, common) -> None:
     p = shapes_sub.add_parser(
         "model", parents=[common], help="layer-by-layer shapes, parameters and MACs of a model"
     )
-    p.add_argument("model", metavar="NAME|RUN_DIR", help="a registered model name or a run folder")
+    p.add_argument(
+        "model",
+        metavar="NAME|RUN_DIR",
+        help="a registered model name, a run folder or its model.safetensors",
+    )
     p.add_argument(
         "--input",
         nargs=3,
         type=int,
         metavar=("C", "H", "W"),
         default=None,
-        help="shape of one input image (default: the run's, else 1 28 28)",
+        help="shape of one input image; a model NAME is built for it (default: the run's, else 1 28 28)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model)
@@ -244,36 +248,21 @@ def cmd_solve(args) -> int:
     return 1
 
 
-def _load_model(target: str):
-    """NAME -> (model, name, None); RUN_DIR -> (model, name, its input shape or None)."""
-    path = Path(target)
-    if path.is_dir():
-        try:
-            from cnnlab.runs import load_run
-        except ModuleNotFoundError as e:
-            if e.name != "cnnlab.runs":
-                raise
-            raise ConfigError(
-                f"{target} is a folder, but reading run folders needs cnnlab.runs, "
-                f"which this installation lacks; give a model name instead"
-            ) from None
-        run = load_run(path)
-        model = getattr(run, "model", None)
-        if model is None:
-            raise ConfigError(f"{target}: the run folder gave no model to summarise")
-        shape = getattr(run, "input_shape", None)
-        name = getattr(run, "model_name", None) or path.name
-        return model, name, tuple(shape) if shape else None
-    try:
-        from cnnlab.models import get_model
-    except ModuleNotFoundError as e:
-        if e.name != "cnnlab.models":
-            raise
-        raise ConfigError(
-            f"model names need cnnlab.models, which this installation lacks; "
-            f"{target!r} is not a folder either"
-        ) from None
-    return get_model(target), target, None
+def _load_model(target: str, input_shape: tuple[int, ...] | None):
+    """NAME -> a model built for `input_shape` (default 1x28x28); RUN_DIR -> its trained model.
+
+    Returns (model, name, the input shape to summarise with).
+    """
+    if Path(target).is_dir() or target.endswith(".safetensors"):
+        from cnnlab.runs import load_run
+
+        run = load_run(target)
+        # --input on a run checks the trained model against another input size
+        return run.model, run.model_name, input_shape or tuple(run.input_shape)
+    from cnnlab.models import get_model
+
+    shape = input_shape or DEFAULT_MODEL_INPUT
+    return get_model(target, input_shape=shape), target, shape
 
 
 def _in_features_cell(layer, mismatched: set[str]) -> str:
@@ -288,8 +277,7 @@ def _in_features_cell(layer, mismatched: set[str]) -> str:
 def cmd_model(args) -> int:
     from cnnlab.summary import format_shape, summarize
 
-    model, name, run_shape = _load_model(args.model)
-    shape = tuple(args.input) if args.input else run_shape or DEFAULT_MODEL_INPUT
+    model, name, shape = _load_model(args.model, tuple(args.input) if args.input else None)
     summary = summarize(model, shape)
     summary.model = name
     if args.json:

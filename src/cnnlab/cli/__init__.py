@@ -17,7 +17,7 @@ from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 # Command modules in the order `cnnlab --help` lists them.
-COMMAND_MODULES = ["data", "shapes"]
+COMMAND_MODULES = ["data", "shapes", "predict", "explain", "export"]
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -27,9 +27,11 @@ from tiny_runs import make_run
 
 @pytest.fixture
 def fake_run(fake_dataset, tmp_path) -> Path:
-    """A `cnn` (width 4) trained on the fake bars for 3 epochs; style "fit" so that the fake test
-    images, saved as PNGs, reach the model exactly as in training (fit 28 -> 28 is identity)."""
-    return make_run(tmp_path / "run", "fake", "cnn", {"width": 4}, epochs=3, style="fit")
+    """A `cnn` (width 4) trained on the fake bars for 3 epochs, saved as an image-folder run
+    (style "fit", plain fit and pad), so that the fake test images, saved as PNGs, reach the
+    model exactly as in training (fitting 28 into 28 is the identity)."""
+    return make_run(tmp_path / "run", "fake", "cnn", {"width": 4}, epochs=3, style="fit",
+                    saved_as="imagefolder:fake")  # fmt: skip
 
 
 @pytest.fixture

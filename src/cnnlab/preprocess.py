@@ -343,14 +343,22 @@ def _fit(img: Image.Image, shape: tuple[int, int, int], dark_background: bool, s
         if inverted:  # a product on white -> Fashion-MNIST's light object on black
             img, gray = ImageOps.invert(img), 1 - gray
             _step(steps, "inverted", gray)
-        bg = float(np.median(_border(gray)))
-        obj = np.abs(gray - bg) > 0.05
+        border = _border(gray)
+        bg = float(np.median(border))
+        noise = 3 * 1.4826 * float(np.median(np.abs(border - bg)))  # 0 on a clean black field
+        obj = np.abs(gray - bg) > noise  # a Fashion-MNIST image's own faint edges count as object
         if obj.any():  # trim the plain border, as Fashion-MNIST's pipeline did
             rows, cols = np.flatnonzero(obj.any(1)), np.flatnonzero(obj.any(0))
             img = img.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
             if steps is not None:
                 steps.append(("trimmed", _thumb(img)))
-    out = fit_and_pad(img, (w, h), fill=0 if c == 1 else (0, 0, 0))
+    fill = 0 if c == 1 else (0, 0, 0)
+    if dark_background:  # Fashion-MNIST put an odd margin's extra pixel before the object
+        fitted = ImageOps.contain(img, (w, h), method=Image.Resampling.LANCZOS)
+        out = Image.new(fitted.mode, (w, h), fill)
+        out.paste(fitted, ((w - fitted.width + 1) // 2, (h - fitted.height + 1) // 2))
+    else:  # exactly the image-folder training transform
+        out = fit_and_pad(img, (w, h), fill=fill)
     if steps is not None:
         steps.append((f"fitted into {w}x{h}", out.copy()))
     return np.asarray(out, dtype=np.uint8), inverted

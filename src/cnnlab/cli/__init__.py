@@ -17,7 +17,7 @@ from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 # Command modules in the order `cnnlab --help` lists them.
-COMMAND_MODULES = ["data"]
+COMMAND_MODULES = ["data", "models", "train", "eval", "compare", "demo"]
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -210,6 +210,10 @@ function buildBars(classes) {
 
 function showPrediction(p) {
   $("label").textContent = p.label;
+  $("mini").innerHTML = "";
+  const b = document.createElement("b");
+  b.textContent = p.label;
+  $("mini").append(b, ` ${pct(p.probability)}`);
   $("confidence").textContent = `${pct(p.probability)} sure`;
   for (const li of $("bars").children) {
     const prob = p.probabilities[li.dataset.cls] || 0;
@@ -234,6 +238,7 @@ function showMaps(x) {
   const [c, h, w] = layer.shape;
   $("layer").textContent = `${layer.name}: ${layer.description}, ${c} maps of ${w}×${h}. ` +
     "Bright where the filter found its pattern (one brightness scale for the layer).";
+  box.style.gridTemplateColumns = `repeat(${mapColumns(c, box.clientWidth)}, minmax(0, 1fr))`;
   layer.maps.forEach((src, i) => {
     const fig = document.createElement("figure");
     const img = document.createElement("img");
@@ -245,10 +250,19 @@ function showMaps(x) {
   });
 }
 
+// Columns for `n` maps that fill whole rows (16 maps: 8 on a wide panel, 4 on a phone), each
+// map at least 44 CSS px wide.
+function mapColumns(n, width) {
+  const most = Math.max(1, Math.min(n, Math.floor((width + 6) / 50)));
+  for (let k = most; k >= Math.ceil(most / 2); k--) if (n % k === 0) return k;
+  return most;
+}
+
 function showBlank() {
   hideError();
   $("label").textContent = "?";
   $("confidence").textContent = "draw a digit";
+  $("mini").textContent = "";
   for (const li of $("bars").children) {
     li.querySelector(".fill").style.width = "0";
     li.querySelector(".pct").textContent = "–";

@@ -443,4 +443,4 @@ def test_mnist_test_images_get_their_labels(tmp_path_factory, real_root):
     # MNIST-form images pass preprocessing (almost always) unchanged: the same answers as the
     # model on the raw tensors (test_preprocess measures 99.7 % unchanged on all 10k)
     assert sum(a == b for a, b in zip(labels, direct, strict=True)) >= n - 1
-    assert sum(a == b for a, b in zip(labels, truth, strict=True)) >= 0.9 * n  # 93.7 % measured on 2000
+    assert sum(a == b for a, b in zip(labels, truth, strict=True)) >= 0.9 * n  # 93.5 % measured on 2000

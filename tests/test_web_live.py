@@ -138,6 +138,23 @@ def draw_digit_with_mouse(page, digit: int) -> None:
         page.mouse.up()
 
 
+def draw_digit_with_touch(cdp, page, digit: int) -> None:
+    """The digit's strokes as touch events (Chrome DevTools Protocol: Playwright's own
+    touchscreen only taps)."""
+    box = page.locator("#pad").bounding_box()
+    x0, y0 = box["x"] + 0.25 * box["width"], box["y"] + 0.12 * box["height"]
+    w, h = 0.5 * box["width"], 0.76 * box["height"]
+    for line in STROKES[digit]:
+        pts = [(x0 + px * w, y0 + py * h) for px, py in line]
+        dense = [(ax + (bx - ax) * t / 4, ay + (by - ay) * t / 4)
+                 for (ax, ay), (bx, by) in zip(pts, pts[1:], strict=False) for t in range(4)]
+        dense.append(pts[-1])  # fmt: skip
+        for i, (x, y) in enumerate(dense):
+            kind = "touchStart" if i == 0 else "touchMove"
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
 def wait_for_update(page, after: int) -> int:
     """Wait until the page has rendered an answer newer than `after` and nothing is pending."""
     page.wait_for_function(
@@ -221,6 +238,7 @@ def test_server_errors_are_shown_in_the_page(browser, server, tmp_path):
     page.wait_for_selector("#error:not([hidden])", timeout=30_000)
     message = page.locator("#error").inner_text()
     assert "415" in message and "notes.png: not an image" in message
+    page.screenshot(path=str(tmp_path / "web-error.png"))
     page.click("#clear")
     draw_digit_with_mouse(page, 1)
     wait_for_update(page, 0)
@@ -251,6 +269,15 @@ def test_draw_on_a_phone_sized_screen(browser, server, tmp_path):
     wait_for_update(page, 0)
     assert check_answer(page) == "3"
     page.screenshot(path=str(tmp_path / "web-phone.png"), full_page=True)
+
+    page.click("#clear")  # now a finger: touch events, which the page gets as pointer events
+    page.wait_for_function("() => document.getElementById('label').textContent === '?'")
+    n = int(page.evaluate("Number(document.body.dataset.updates)"))
+    scroll = page.evaluate("window.scrollY")
+    draw_digit_with_touch(context.new_cdp_session(page), page, 1)
+    wait_for_update(page, n)
+    assert page.locator("#label").inner_text() == "1"
+    assert page.evaluate("window.scrollY") == scroll  # drawing does not scroll the page
     assert not errors, errors
     context.close()
 

@@ -9,9 +9,11 @@ settings are compared within one run. Two kinds of request, each sent `--request
 (all in flight together) for `--rounds` rounds after a warm-up:
   - mnist:  a 28x28 MNIST test image as a PNG upload (multipart), its label checked;
   - canvas: the page's own traffic, a 280x280 drawn digit as JSON {"image": data URL}.
-Reports errors (any non-200 or failed request), p50/p95/max latency and requests/s, the
-median over rounds, and appends them to benchmarks/BENCHMARKS.md under "## Web" with the
-machine named. Client and server share the machine's cores.
+Each request opens its own connection, as separate users would. Reports errors (any non-200
+or failed request), p50/p95/max latency and requests/s (the median over rounds), and the
+server's CPU time per request, which other jobs on a shared machine do not inflate; appends
+them to benchmarks/BENCHMARKS.md under "## Web" with the machine named. Client and server
+share the machine's cores.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ def get_args() -> argparse.Namespace:
 # ----------------------------------------------------------------------------- payloads
 
 
-def payloads(n: int) -> dict[str, list[tuple[dict, int | None]]]:
-    """{kind: [(httpx request kwargs, expected label or None)]}, n of each kind."""
+def payloads(n: int) -> dict[str, list[tuple[bytes, bytes, int | None]]]:
+    """{kind: [(content type, body, expected label or None)]}, n of each kind."""
     from PIL import Image
 
     from cnnlab.data.datasets import load_dataset
@@ -63,39 +65,66 @@ def payloads(n: int) -> dict[str, list[tuple[dict, int | None]]]:
     mnist = []
     for i in range(n):
         png = encode(Image.fromarray(test.images[i, 0].numpy()))
-        mnist.append(({"files": {"file": (f"{i}.png", png, "image/png")}}, int(test.targets[i])))
+        boundary = f"cnnlab{i:08d}"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + png
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        ctype = f"multipart/form-data; boundary={boundary}".encode()
+        mnist.append((ctype, body, int(test.targets[i])))  # fmt: skip
     canvas = []
     for i in range(n):
         png = encode(draw_digit(i % 10, size=(280, 280), width=20))
         url = "data:image/png;base64," + base64.b64encode(png).decode()
-        canvas.append(({"json": {"image": url}}, None))
+        canvas.append((b"application/json", json.dumps({"image": url}).encode(), None))
     return {"mnist": mnist, "canvas": canvas}
 
 
 # ----------------------------------------------------------------------------- load
 
 
-async def one_round(base: str, batch: list[tuple[dict, int | None]]) -> dict:
+async def post(host: str, port: int, ctype: bytes, body: bytes) -> tuple[int, bytes]:
+    """One POST /api/predict on its own connection, as a separate user would send it. A bare
+    HTTP/1.1 client on asyncio streams: a full client library costs more CPU per request than
+    the server's prediction, and the client shares the server's two cores."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(b"POST /api/predict HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: %s\r\n"
+                     b"Content-Length: %d\r\nConnection: close\r\n\r\n"
+                     % (host.encode(), port, ctype, len(body)) + body)  # fmt: skip
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return int(head.split()[1]), await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def one_round(base: str, batch: list[tuple[bytes, bytes, int | None]]) -> dict:
     """Send every request of `batch` at once; latencies in ms, errors, answers right."""
-    import httpx
+    host, port = base.removeprefix("http://").rstrip("/").rsplit(":", 1)
 
-    limits = httpx.Limits(max_connections=len(batch), max_keepalive_connections=len(batch))
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
-
-        async def send(kwargs, label):
-            start = time.perf_counter()
-            try:
-                r = await client.post("/api/predict", **kwargs)
-                ok = r.status_code == 200
-                right = ok and (label is None or r.json()["label"] == str(label))
-                error = None if ok else f"{r.status_code} {r.text[:100]}"
-            except httpx.HTTPError as e:
-                ok, right, error = False, False, f"{type(e).__name__}: {e}"
-            return (time.perf_counter() - start) * 1000, ok, right, error
-
+    async def send(ctype, body, label):
         start = time.perf_counter()
-        results = await asyncio.gather(*(send(kw, y) for kw, y in batch))
-        wall = time.perf_counter() - start
+        try:
+            status, data = await asyncio.wait_for(post(host, int(port), ctype, body), 120)
+            ok = status == 200
+            right = ok and (label is None or json.loads(data)["label"] == str(label))
+            error = None if ok else f"{status} {data[:100]!r}"
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
+            ok, right, error = False, False, f"{type(e).__name__}: {e}"
+        return (time.perf_counter() - start) * 1000, ok, right, error
+
+    start = time.perf_counter()
+    results = await asyncio.gather(*(send(*item) for item in batch))
+    wall = time.perf_counter() - start
     ms = sorted(r[0] for r in results)
     return {
         "requests": len(batch),
@@ -110,17 +139,30 @@ async def one_round(base: str, batch: list[tuple[dict, int | None]]) -> dict:
     }
 
 
-def measure(base: str, loads: dict, rounds: int) -> dict[str, dict]:
-    """Warm up, then `rounds` rounds per kind; the median of each figure over rounds."""
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (0 when unknown)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return 0.0
+
+
+def measure(base: str, loads: dict, rounds: int, pid: int | None = None) -> dict[str, dict]:
+    """Warm up, then `rounds` rounds per kind; the median of each figure over rounds, and the
+    server's CPU time per request (a cost that other jobs on the machine do not inflate)."""
     out = {}
     for kind, batch in loads.items():
-        asyncio.run(one_round(base, batch[:10]))  # warm-up: connections, first-call costs
+        asyncio.run(one_round(base, batch[:10]))  # warm-up: first-call costs
+        cpu = cpu_seconds(pid)
         runs = [asyncio.run(one_round(base, batch)) for _ in range(rounds)]
+        requests = sum(r["requests"] for r in runs)
         out[kind] = {
             "rounds": runs,
             "errors": sum(r["errors"] for r in runs),
-            "requests": sum(r["requests"] for r in runs),
+            "requests": requests,
             "right": sum(r["right"] for r in runs),
+            "server_cpu_ms": (cpu_seconds(pid) - cpu) * 1000 / requests if pid else None,
             **{k: statistics.median(r[k] for r in runs) for k in ("p50_ms", "p95_ms", "max_ms", "rps")},
         }
     return out
@@ -173,14 +215,16 @@ def report(results: dict, args, torch_version: str) -> str:
         "Reproduce: `python benchmarks/load_web.py --run RUN --threads "
         f"{' '.join(map(str, args.threads))}`.",
         "",
-        "| server | request | errors | p50 ms | p95 ms | max ms | requests/s | right labels |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| server | request | errors | p50 ms | p95 ms | max ms | requests/s | server CPU ms/request "
+        "| right labels |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for setting, kinds in results.items():
         for kind, r in kinds.items():
             right = f"{r['right']}/{r['requests']}" if kind == "mnist" else "n/a"
+            cpu = "n/a" if r["server_cpu_ms"] is None else f"{r['server_cpu_ms']:.1f}"
             cells = [setting, kind, r["errors"], f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}",
-                     f"{r['max_ms']:.0f}", f"{r['rps']:.0f}", right]  # fmt: skip
+                     f"{r['max_ms']:.0f}", f"{r['rps']:.0f}", cpu, right]  # fmt: skip
             lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
 
@@ -219,7 +263,7 @@ def main() -> int:
         for threads in args.threads:
             proc, base = start_server(args.run, threads)
             try:
-                results[f"--threads {threads}"] = measure(base, loads, args.rounds)
+                results[f"--threads {threads}"] = measure(base, loads, args.rounds, proc.pid)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)

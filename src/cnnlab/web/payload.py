@@ -79,16 +79,17 @@ async def read_image_bytes(request: Request) -> tuple[bytes, str]:
 
 
 async def _from_multipart(request: Request) -> tuple[bytes, str]:
-    form = await request.form(max_files=1, max_fields=10)
-    item = form.get("file")
-    if item is None:
-        raise HTTPException(
-            422, f"multipart body has no field 'file' (fields: {sorted(form.keys()) or 'none'}); "
-            "send the image as file=@digit.png",
-        )  # fmt: skip
-    if isinstance(item, str):
-        raise HTTPException(422, "the field 'file' is text, not a file upload: send file=@digit.png")
-    return await item.read(), item.filename or "file"
+    # `async with` closes the uploads' spooled temporary files when done
+    async with request.form(max_files=1, max_fields=10) as form:
+        item = form.get("file")
+        if item is None:
+            raise HTTPException(
+                422, f"multipart body has no field 'file' (fields: {sorted(form.keys()) or 'none'}); "
+                "send the image as file=@digit.png",
+            )  # fmt: skip
+        if isinstance(item, str):
+            raise HTTPException(422, "the field 'file' is text, not a file upload: send file=@digit.png")
+        return await item.read(), item.filename or "file"
 
 
 def _from_json(body: bytes) -> tuple[bytes, str]:

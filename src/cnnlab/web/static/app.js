@@ -165,7 +165,7 @@ async function flush() {
   state.timer = null;
   if (state.inFlight || !state.dirty) return;
   state.dirty = false;
-  if (isBlank()) { showBlank(); return; }
+  if (isBlank()) { state.generation += 1; showBlank(); return; }   // answers in flight are stale
   state.inFlight = true;
   const generation = ++state.generation;
   const payload = body();

@@ -146,9 +146,12 @@ def draw_digit_with_touch(cdp, page, digit: int) -> None:
     w, h = 0.5 * box["width"], 0.76 * box["height"]
     for line in STROKES[digit]:
         pts = [(x0 + px * w, y0 + py * h) for px, py in line]
-        dense = [(ax + (bx - ax) * t / 4, ay + (by - ay) * t / 4)
-                 for (ax, ay), (bx, by) in zip(pts, pts[1:], strict=False) for t in range(4)]
-        dense.append(pts[-1])  # fmt: skip
+        dense = [
+            (ax + (bx - ax) * t / 4, ay + (by - ay) * t / 4)
+            for (ax, ay), (bx, by) in zip(pts, pts[1:], strict=False)
+            for t in range(4)
+        ]
+        dense.append(pts[-1])
         for i, (x, y) in enumerate(dense):
             kind = "touchStart" if i == 0 else "touchMove"
             cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})

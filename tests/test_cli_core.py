@@ -86,3 +86,13 @@ def test_compare_writes_report_and_runs(fake_dataset, tmp_path, capsys):
     assert len(json.loads((out / "lesson-cnn" / "metrics.json").read_text())) == 2
     assert main(["compare", "mlp", "cnn", *FAST, "--epochs", "vgg=2", "--out", str(out)]) == 2
     assert "'vgg' is not among" in capsys.readouterr().err
+
+
+def test_help_defaults_match_trainconfig():
+    from dataclasses import fields
+
+    from cnnlab.cli.train import DEFAULTS
+    from cnnlab.train import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    assert {k: defaults[k] for k in DEFAULTS} == DEFAULTS

@@ -14,7 +14,7 @@ import time
 from cnnlab.cli.output import progress_enabled
 
 # TrainConfig defaults repeated for --help only (importing train here would load torch).
-DEFAULTS = {"model": "cnn", "dataset": "mnist", "epochs": 3, "batch_size": 128, "lr": 0.005,
+DEFAULTS = {"model": "cnn", "dataset": "mnist", "epochs": 3, "batch_size": 128, "lr": 0.01,
             "optimizer": "adam", "schedule": "onecycle", "weight_decay": 0.0,
             "label_smoothing": 0.0, "seed": 0, "device": "auto"}  # fmt: skip
 

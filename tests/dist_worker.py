@@ -12,10 +12,11 @@ import os
 import sys
 from pathlib import Path
 
+from tests.conftest import write_fake_dataset
+
 from cnnlab.cli import main
 from cnnlab.data import batches, datasets
 from cnnlab.errors import DatasetFormatError
-from tests.conftest import write_fake_dataset
 
 INJECTED = "injected failure of rank {rank} at batch 4"
 

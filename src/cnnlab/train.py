@@ -5,6 +5,8 @@ schedule, then per epoch `train_one_epoch`, `evaluate`, the collapse check and t
 files. Progress goes to a callback as small dicts (the CLI draws a tqdm bar from them); this
 module never prints. Resume is exact: the epoch's permutation and augmentation come from
 (seed, epoch), and the RNG, optimiser and scheduler states are saved at every epoch end.
+Under torchrun the same loop runs in every process (see cnnlab.distributed): batch_size is the
+global batch, split evenly; rank 0 alone writes the run folder and reports progress.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab import runs
+from cnnlab import distributed, runs
 from cnnlab.collapse import check_collapse, dead_relu_fraction  # noqa: F401 (re-exported)
 from cnnlab.data.batches import Augment, InMemoryBatches
 from cnnlab.data.loader import LoaderBatches
@@ -40,6 +42,7 @@ class TrainConfig:
     dataset: str = "mnist"  # or fashion-mnist, imagefolder:PATH
     epochs: int = 3  # cnn reaches 99.45 % on MNIST in 3 (seeds 0, 1) with these settings
     batch_size: int = 128  # big enough to keep 2 CPU cores busy, small enough for 469 steps/epoch
+    # (the global batch: under torchrun each of N processes takes batch_size / N of it)
     lr: float = 0.01  # the onecycle peak; cnn: 99.46 % vs 99.26 % at 0.005 (BatchNorm copes)
     optimizer: str = "adam"  # adam needs no tuning of momentum; sgd wants lr ~0.05
     schedule: str = "onecycle"  # warm up then anneal: most accuracy per epoch (Smith 2018)
@@ -56,6 +59,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC: cnn trains 1.4x faster on an AVX2 CPU; no effect on MLPs
     bf16: bool = False  # autocast to bfloat16 on CUDA or CPUs with AVX512-BF16; else ignored
     data_root: str | None = None  # None: $CNNLAB_DATA or ~/.cache/cnnlab
+    sync_bn: bool = False  # under torchrun on GPUs: BatchNorm statistics of the global batch
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting and its fix."""
@@ -196,8 +200,8 @@ def input_normalisation(config: TrainConfig, info) -> tuple[tuple[float, ...], t
     return (0.0,) * c, (1.0,) * c
 
 
-def load_batches(config: TrainConfig, device: torch.device):
-    """(train batches, test batches, DatasetInfo) for a config."""
+def load_batches(config: TrainConfig, device: torch.device, rank: int = 0, world_size: int = 1):
+    """(train batches, test batches, DatasetInfo) for a config: this rank's shard of each."""
     from cnnlab.data.datasets import load_dataset
 
     train_set = load_dataset(config.dataset, "train", config.data_root)
@@ -205,19 +209,29 @@ def load_batches(config: TrainConfig, device: torch.device):
     info = train_set.info
     mean, std = input_normalisation(config, info)
     augment = Augment() if config.augment else None
-    common = dict(mean=mean, std=std, channels_last=config.channels_last, device=device)
+    if config.batch_size % world_size:
+        low = config.batch_size // world_size * world_size
+        raise ConfigError(f"--batch-size {config.batch_size} is the global batch and must split "
+                          f"evenly among {world_size} processes: use {max(low, world_size)} or "
+                          f"{low + world_size}")  # fmt: skip
+    per_process = config.batch_size // world_size
+    common = dict(mean=mean, std=std, channels_last=config.channels_last, device=device,
+                  rank=rank, world_size=world_size)  # fmt: skip
     if getattr(train_set, "in_memory", False):
 
         def batches(ds, n, bs, **kw):
             return InMemoryBatches(ds.images[:n], ds.targets[:n], bs, **common, **kw)
 
-        train = batches(train_set, config.train_subset, config.batch_size, shuffle=True,
+        train = batches(train_set, config.train_subset, per_process, shuffle=True,
                         seed=config.seed, augment=augment)  # fmt: skip
-        test = batches(test_set, config.test_subset, 1000)
+        test = batches(test_set, config.test_subset, 1000, even_shards=False)
     else:
-        train = LoaderBatches(train_set, config.batch_size, shuffle=True, seed=config.seed,
+        train = LoaderBatches(train_set, per_process, shuffle=True, seed=config.seed,
                               augment=augment, subset=config.train_subset, **common)  # fmt: skip
-        test = LoaderBatches(test_set, 256, subset=config.test_subset, **common)
+        test = LoaderBatches(test_set, 256, subset=config.test_subset, even_shards=False, **common)
+    if train.num_samples < 1:
+        raise ConfigError(f"{world_size} processes need at least {world_size} training images; "
+                          "raise --train-subset")  # fmt: skip
     return train, test, info
 
 
@@ -228,6 +242,13 @@ def _autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _global_sums(batches, values: list, device: torch.device) -> list[float]:
+    """Sums over every process when `batches` is one rank's shard; else the values."""
+    if getattr(batches, "world_size", 1) == 1:
+        return [float(v) for v in values]
+    return distributed.sum_across_ranks(values, device)
 
 
 def train_one_epoch(
@@ -245,7 +266,8 @@ def train_one_epoch(
     """One pass over `batches`; returns loss, acc, seconds, images_per_s (training only).
 
     Calls `callback` with {"event": "step", ...} every `report_every` steps. Raises
-    TrainingDivergedError as soon as the loss is not finite.
+    TrainingDivergedError as soon as the loss is not finite. When `batches` is one rank's shard
+    of a distributed job, the numbers are the whole job's (all-reduced at each report).
     """
     model.train()
     device = next(model.parameters()).device
@@ -266,7 +288,8 @@ def train_one_epoch(
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if step % report_every == 0 or step == steps:
-            mean_loss = loss_sum.item() / seen
+            g_loss, g_correct, g_seen = _global_sums(batches, [loss_sum, correct, seen], device)
+            mean_loss = g_loss / g_seen
             if not math.isfinite(mean_loss):
                 raise TrainingDivergedError(
                     f"the loss became {mean_loss} at epoch {epoch + 1}, step {step}: the "
@@ -277,14 +300,15 @@ def train_one_epoch(
                 elapsed = time.perf_counter() - start
                 callback({"event": "step", "epoch": epoch, "step": step, "steps": steps,
                           "advance": step - reported, "loss": mean_loss,
-                          "acc": correct.item() / seen, "images_per_s": seen / max(elapsed, 1e-9),
+                          "acc": g_correct / g_seen, "images_per_s": g_seen / max(elapsed, 1e-9),
                           "lr": optimizer.param_groups[0]["lr"]})  # fmt: skip
                 reported = step
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1),
-            "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9), "samples": seen}  # fmt: skip
+    loss_total, correct, seen = _global_sums(batches, [loss_sum, correct, seen], device)
+    return {"loss": loss_total / max(seen, 1), "acc": correct / max(seen, 1), "seconds": seconds,
+            "images_per_s": seen / max(seconds, 1e-9), "samples": int(seen)}  # fmt: skip
 
 
 @torch.no_grad()
@@ -296,8 +320,10 @@ def evaluate(
 
     Returns:
         {"loss", "acc", "n"} and, with return_outputs, "probs" (N, classes) and "targets" (N,)
-        as CPU tensors.
+        as CPU tensors. When `batches` is one rank's shard, loss, acc and n are the whole job's.
     """
+    if return_outputs and getattr(batches, "world_size", 1) > 1:
+        raise ConfigError("evaluate(return_outputs=True) needs all the test batches, not one shard")
     model.eval()
     device = next(model.parameters()).device
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -314,7 +340,8 @@ def evaluate(
         if return_outputs:
             probs.append(logits.softmax(1).cpu())
             targets.append(y.cpu())
-    out = {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": n}
+    loss_sum, correct, n = _global_sums(batches, [loss_sum, correct, n], device)
+    out = {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
     if return_outputs:
         out["probs"] = torch.cat(probs) if probs else torch.empty(0)
         out["targets"] = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
@@ -414,12 +441,18 @@ def fit(
             "epoch_end" | "warning" | "interrupted", ...}.
         resume_from: a run folder to continue (its resume pair); out_dir defaults to it.
 
+    Under torchrun every process calls fit with the same arguments: it joins the process group
+    (if the caller has not), trains its shard with DistributedDataParallel, and only rank 0
+    writes out_dir and gets callbacks; the metrics are the whole job's on every rank.
+
     Raises:
         TrainingDivergedError: NaN loss, or still at chance after the first epoch.
         TrainingInterrupted: Ctrl-C; the last completed epoch is saved for `resume_from`.
         ConfigError, DatasetNotFoundError, CheckpointError: bad settings, data or run folder.
     """
     config.validate()
+    if not distributed.is_main_process():
+        callback = None  # rank 0 reports for the whole job
     emit = callback or (lambda event: None)
     state = None
     if resume_from is not None:
@@ -430,18 +463,22 @@ def fit(
     out_dir = Path(out_dir) if out_dir is not None else None
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    ctx = distributed.setup(resolve_device(config.device))  # one process outside torchrun
+    device, writes = ctx.device, out_dir is not None and ctx.is_main
     bf16 = config.bf16 and bf16_supported(device)
     if config.bf16 and not bf16:
         emit({"event": "warning", "message": f"bf16 ignored: {device.type} here has no fast "
               "bfloat16 (needs CUDA or a CPU with AVX512-BF16); training in float32"})  # fmt: skip
 
     torch.manual_seed(config.seed)  # the initial weights and dropout masks
-    train_batches, test_batches, info = load_batches(config, device)
+    with distributed.local_main_first(ctx):  # one process per machine fetches the files
+        train_batches, test_batches, info = load_batches(config, device, ctx.rank, ctx.world_size)
     model = get_model(config.model, info.image_shape, info.num_classes, **config.model_kwargs)
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    train_model = distributed.wrap_model(model, ctx, sync_bn=config.sync_bn)  # DDP under torchrun
+    model = distributed.unwrap(train_model)  # the plain model: evaluated and saved
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config.lr, config.weight_decay)
     scheduler = SCHEDULES[config.schedule](optimizer, config.lr, config.epochs * len(train_batches))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -456,14 +493,14 @@ def fit(
             scheduler.load_state_dict(state["scheduler"])
         metrics = list(state["metrics"])
         _set_rng_state(state["rng"])
-    if out_dir is not None:
+    if writes:
         runs.write_json(out_dir / runs.CONFIG, asdict(config))
         if state is None:  # epoch 0: a Ctrl-C in the first epoch still leaves a resumable run
             _save_epoch(out_dir, model, optimizer, scheduler, config, metrics, meta)
     probe = next(iter(test_batches))[0][:256]  # images for the dead-ReLU diagnosis
     emit({"event": "start", "config": asdict(config), "device": str(device), "bf16": bf16,
-          "train_samples": train_batches.num_samples, "steps": len(train_batches),
-          "start_epoch": len(metrics), "out_dir": out_dir})  # fmt: skip
+          "train_samples": train_batches.num_samples * ctx.world_size, "steps": len(train_batches),
+          "start_epoch": len(metrics), "out_dir": out_dir, "processes": ctx.world_size})  # fmt: skip
     train_seconds = sum(m["seconds"] for m in metrics)
     saved = len(metrics)  # epochs on disk: what a resume continues from
     try:
@@ -471,8 +508,11 @@ def fit(
             emit({"event": "epoch_start", "epoch": epoch, "epochs": config.epochs,
                   "steps": len(train_batches)})  # fmt: skip
             train_batches.set_epoch(epoch)
-            tr = train_one_epoch(model, train_batches, optimizer, loss_fn, scheduler=scheduler,
+            if ctx.rank:  # ranks > 0: dropout masks of their own, replayable from (seed, epoch)
+                torch.manual_seed(distributed.rank_seed(config.seed, epoch, ctx.rank))
+            tr = train_one_epoch(train_model, train_batches, optimizer, loss_fn, scheduler=scheduler,
                                  bf16=bf16, callback=callback, epoch=epoch)  # fmt: skip
+            distributed.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's model
             te = evaluate(model, test_batches, bf16=bf16)
             train_seconds += tr["seconds"]
             row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"],
@@ -480,7 +520,7 @@ def fit(
                    "images_per_s": tr["images_per_s"],
                    "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
             metrics.append(row)
-            if out_dir is not None:
+            if writes:
                 _save_epoch(out_dir, model, optimizer, scheduler, config, metrics, meta)
             saved = len(metrics)
             emit({"event": "epoch_end", "epochs": config.epochs, **row})  # after the save

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 
@@ -44,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank_label() -> str:
+    """' (rank R of N)' in a torchrun job, so an error names the process it came from."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnlab` console script; returns the exit code."""
     parser = build_parser()
@@ -53,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"cnnlab: error: {e}", file=sys.stderr)
+        print(f"cnnlab: error{_rank_label()}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cnnlab: interrupted", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 `old` is InMemoryBatches' body before this change (images[idx], then (x - mean) / std).
 """
+
 import statistics
 import time
 
@@ -19,7 +20,7 @@ std = torch.tensor(STD).view(1, 1, 1, 1) * 255
 
 def old_epoch(order, bs=256):
     for i in range(len(order) // bs):
-        idx = order[i * bs:(i + 1) * bs]
+        idx = order[i * bs : (i + 1) * bs]
         x = (X[idx].float() - mean) / std
         x.contiguous(memory_format=torch.channels_last), Y[idx]
 

@@ -78,15 +78,16 @@ def main(threads=1, which="nets", reps=5, steps=10):
         time_steps(m, opt, it, 3)  # warm-up
         setups[name] = (m, opt, it, bs, [], [])
     for _ in range(reps):
-        for name, (m, opt, it, bs, wall, cpu) in setups.items():
+        for m, opt, it, bs, wall, cpu in setups.values():
             w, c = time_steps(m, opt, it, max(2, steps * 256 // bs))
             wall.append(w)
             cpu.append(c)
     print(f"threads {threads}: median over {reps} reps of {steps} steps (x256/batch)")
     print(
-        f"{'variant':26s} {'MMACs':>6s} {'wall ms':>8s} {'cpu ms':>7s} {'epoch wall s':>12s} {'epoch cpu s':>11s}"
+        f"{'variant':26s} {'MMACs':>6s} {'wall ms':>8s} {'cpu ms':>7s} {'epoch wall s':>12s} "
+        f"{'epoch cpu s':>11s}"
     )
-    for name, (m, _, _, bs, wall, cpu) in setups.items():
+    for name, (_, _, _, bs, wall, cpu) in setups.items():
         w, c = statistics.median(wall), statistics.median(cpu)
         net, kw, _ = SETS[which][name]
         per_epoch = 60000 // bs

@@ -41,6 +41,7 @@ def run(compiled: bool, steps=60):
 for compiled in (False, True, False):
     first, med, lo = run(compiled)
     print(
-        f"compiled={compiled}: first step {first:.2f} s wall, then median {med:.1f} ms cpu, min {lo:.1f}",
+        f"compiled={compiled}: first step {first:.2f} s wall, then median {med:.1f} ms cpu, "
+        f"min {lo:.1f}",
         flush=True,
     )

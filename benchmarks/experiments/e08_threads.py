@@ -10,7 +10,7 @@ import sys
 
 CHILD = r"""
 import sys, time, torch, torch.nn.functional as F
-sys.path.insert(0, %r)
+sys.path.insert(0, HERE)
 from harness import MEAN, NETS, STD, data
 from cnnlab.data.batches import InMemoryBatches
 torch.set_num_threads(int(sys.argv[1])); torch.set_num_interop_threads(1)
@@ -24,7 +24,7 @@ for _ in range(5): step()
 t0, c0 = time.perf_counter(), time.process_time()
 for _ in range(100): step()
 print(time.perf_counter() - t0, time.process_time() - c0)
-""" % os.path.dirname(os.path.abspath(__file__))
+""".replace("HERE", repr(os.path.dirname(os.path.abspath(__file__))))
 
 MODES = {
     "1 thread": ("1", {}),

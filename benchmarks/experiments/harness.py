@@ -299,7 +299,8 @@ def compare(variants: dict[str, Config], seeds: list[int], out: str | None = Non
         }
         summary[name] = s
         print(
-            f"{name:28s} {macs / 1e6:7.2f}M {s['median_s']:7.2f} {s['min_s']:7.2f} {s['median_cpu_s']:7.2f} "
+            f"{name:28s} {macs / 1e6:7.2f}M {s['median_s']:7.2f} {s['min_s']:7.2f} "
+            f"{s['median_cpu_s']:7.2f} "
             f"{s['mean_acc'] * 100:7.2f} {s['min_acc'] * 100:7.2f}  "
             + " ".join(f"{v * 100:.2f}" for v in s["tta_mean_acc"].values())
         )

@@ -20,7 +20,7 @@ train, _, info = load_batches(config, torch.device("cpu"))
 torch.manual_seed(0)
 model = get_model("fast", info.image_shape, info.num_classes).to(memory_format=torch.channels_last)
 opt = OPTIMIZERS["adam"](model.parameters(), config.lr, 0.0, config.adam_betas)
-sched = SCHEDULES["onecycle"](opt, config.lr, len(train))
+sched = SCHEDULES["onecycle"](opt, config.lr, len(train), config.cycle_momentum)
 loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 phases = dict(gather=0.0, forward=0.0, backward=0.0, optimizer=0.0)
 clock = time.process_time
@@ -59,8 +59,7 @@ with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        sched.step()
+        opt.step()  # (the schedule has run its course)
 print(
     prof.key_averages(group_by_input_shape=True).table(
         sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=36, max_shapes_column_width=48

@@ -403,7 +403,8 @@ MARK_END = "<!-- cnnlab bench: end -->"
 def _machine_line(r: dict) -> str:
     m = r["machine"]
     gpu = f", GPU {m['gpu']}" if "gpu" in m and r.get("device", "cpu") != "cpu" else ""
-    return (f"Machine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none'} "
+    family = f" (family {m['cpu_family']}, model {m['model']})" if "cpu_family" in m else ""
+    return (f"Machine: {m['cpu']}{family}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none'} "
             f"(torch kernels: {m['torch_cpu_capability']}), torch {m['torch']}, "
             f"{r.get('threads', m['threads'])} thread(s), load average at start "
             f"{r.get('load_average_before', m['load_average'])}{gpu}.")  # fmt: skip

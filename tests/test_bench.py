@@ -133,7 +133,7 @@ def test_markdown_section_is_replaced_not_appended(fake_mnist, tmp_path):
     text = md.read_text()
     assert text.count(bench.MARK_BEGIN) == 1 and text.count(bench.MARK_END) == 1
     assert "Hand-written notes stay." in text
-    assert "### speedrun: recipe `fast`" in text and "### batches" in text
+    assert "#### speedrun: recipe `fast`" in text and "#### batches" in text
     assert "cores" in text and "thread(s)" in text
 
 
@@ -145,7 +145,7 @@ def test_cli_bench_speedrun_writes_json_and_table(fake_mnist, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "training wall time (s)" in printed and "the lesson's loop" in printed
     assert set(json.loads((out / "speedrun-cpu.json").read_text())) >= SPEEDRUN_FIELDS
-    assert "### speedrun" in md.read_text()
+    assert "#### speedrun" in md.read_text()
 
 
 def test_cli_bench_rejects_bad_settings(fake_mnist, tmp_path, capsys):

@@ -417,7 +417,7 @@ def _row(label: str, s: dict, scale: float = 1.0) -> str:
 
 def _speedrun_md(r: dict) -> list[str]:
     ex = r["excluded"]
-    lines = [f"### speedrun: recipe `{r['recipe']}` on {r['device']}, {len(r['seeds'])} seeds", "",
+    lines = [f"#### speedrun: recipe `{r['recipe']}` on {r['device']}, {len(r['seeds'])} seeds", "",
              _machine_line(r), "", "| | mean | median | min | max |", "|---|---|---|---|---|",
              _row("training wall time (s)", r["train_s"]),
              _row("test accuracy (%)", r["test_acc"], 100),
@@ -436,7 +436,7 @@ def _speedrun_md(r: dict) -> list[str]:
 
 def _batches_md(r: dict) -> list[str]:
     f, d = r["in_memory"], r["dataloader"]
-    return [f"### batches: {r['dataset']} train, batch {r['batch_size']}", "", _machine_line(r),
+    return [f"#### batches: {r['dataset']} train, batch {r['batch_size']}", "", _machine_line(r),
             "", "| path | seconds | images/s |", "|---|---|---|",
             f"| InMemoryBatches | {f['seconds']:.2f} | {f['images_per_s']:,.0f} |",
             f"| {d['what']} | {d['seconds']:.2f} | {d['images_per_s']:,.0f} |", "",
@@ -447,7 +447,7 @@ def _best_md(r: dict) -> list[str]:
     t, a = r["train_s"], r["test_acc"]
     ens = r.get("ensemble")
     ens_text = f"; ensemble of {ens['models']}: {100 * ens['test_acc']:.2f} %" if ens else ""
-    return [f"### best: recipe `{r['recipe']}` on {r['dataset']}, {len(r['seeds'])} seed(s)", "",
+    return [f"#### best: recipe `{r['recipe']}` on {r['dataset']}, {len(r['seeds'])} seed(s)", "",
             _machine_line(r), "",
             f"Training {t['mean']:.0f} s per model (max {t['max']:.0f} s); single-model test "
             f"accuracy mean {100 * a['mean']:.2f} % (min {100 * a['min']:.2f}, max "

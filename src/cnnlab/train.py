@@ -320,7 +320,6 @@ def train_one_epoch(
             "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9), "samples": seen}  # fmt: skip
 
 
-@torch.no_grad()
 def tta_log_probs(model: nn.Module, x: torch.Tensor, shifts: int) -> torch.Tensor:
     """Log of the softmax averaged over x and its first `shifts` one-pixel shifts (TTA_SHIFTS)."""
     probs = model(x).float().softmax(1)  # (B, classes)
@@ -331,6 +330,7 @@ def tta_log_probs(model: nn.Module, x: torch.Tensor, shifts: int) -> torch.Tenso
     return (probs / (shifts + 1)).log()
 
 
+@torch.no_grad()
 def evaluate(
     model: nn.Module, batches, *, loss_fn: nn.Module | None = None, bf16: bool = False,
     return_outputs: bool = False, tta: int = 0,

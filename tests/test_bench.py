@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from tests.conftest import write_fake_dataset
 
 from cnnlab import bench
 from cnnlab.cli import main
@@ -17,7 +18,6 @@ from cnnlab.data import datasets
 from cnnlab.errors import ConfigError
 from cnnlab.models import count_macs, get_model
 from cnnlab.train import TTA_SHIFTS, TrainConfig, evaluate, fit, load_batches, make_config
-from tests.conftest import write_fake_dataset
 
 SPEEDRUN_FIELDS = {"benchmark", "recipe", "device", "machine", "config", "threads", "seeds",
                    "train_s", "test_acc", "eval_s", "target", "reached_target", "train_time_is",

@@ -20,7 +20,7 @@ from cnnlab.errors import CnnlabError
 # Command modules in the order `cnnlab --help` lists them.
 COMMAND_MODULES = [
     "data", "models", "train", "eval", "compare", "demo",
-    "predict", "explain", "export", "shapes", "serve",
+    "predict", "explain", "export", "shapes", "serve", "bench",
 ]  # fmt: skip
 
 

@@ -30,7 +30,8 @@ def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> 
         p.add_argument("--model", help=f"model name, see `cnnlab models` (default: {d['model']})")
         p.add_argument("--model-kwargs", type=json.loads, metavar="JSON",
                        help="builder options as JSON, e.g. '{\"channels\": [6, 1]}' (default: {})")
-    p.add_argument("--recipe", help="named settings: lesson-mlp, lesson-cnn, ... (default: none)")
+    p.add_argument("--recipe", help="named settings: lesson-mlp, lesson-cnn, fast (99 %% in one "
+                   "CPU epoch), best (most accurate in ~10 min) (default: none)")
     p.add_argument("--dataset",
                    help=f"mnist, fashion-mnist or imagefolder:PATH (default: {d['dataset']})")
     p.add_argument("--root", dest="data_root",
@@ -45,6 +46,8 @@ def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> 
                    help=f"(default: {d['optimizer']})")
     p.add_argument("--schedule", choices=["constant", "onecycle", "cosine"],
                    help=f"learning-rate schedule (default: {d['schedule']})")
+    p.add_argument("--adam-betas", type=float, nargs=2, metavar=("B1", "B2"),
+                   help="Adam's moment decay rates (default: 0.9 0.999)")
     p.add_argument("--weight-decay", type=float, help=f"(default: {d['weight_decay']})")
     p.add_argument("--label-smoothing", type=float, help=f"(default: {d['label_smoothing']})")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -62,6 +65,9 @@ def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> 
                    help="NHWC memory layout (default: on)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast on CUDA / AVX512-BF16 CPUs (default: off)")
+    p.add_argument("--tta", type=int,
+                   help="test-time augmentation: also average over N one-pixel shifts, 0-8 "
+                        "(default: 0)")
 
 
 NUMERIC = {"epochs": int, "batch_size": int, "lr": float}
@@ -72,9 +78,9 @@ def config_overrides(args, numeric=True) -> dict:
     from cnnlab.errors import ConfigError
 
     keys = ["model", "model_kwargs", "dataset", "data_root", "epochs", "batch_size", "lr",
-            "optimizer", "schedule", "weight_decay", "label_smoothing", "augment", "normalize", "seed",
-            "device", "threads", "train_subset", "test_subset", "channels_last", "bf16",
-            "sync_bn"]  # fmt: skip
+            "optimizer", "adam_betas", "schedule", "weight_decay", "label_smoothing", "augment",
+            "normalize", "seed", "device", "threads", "train_subset", "test_subset",
+            "channels_last", "bf16", "tta", "sync_bn"]  # fmt: skip
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if numeric:
         for key, kind in NUMERIC.items():

@@ -125,6 +125,8 @@ class InMemoryBatches:
         c = images.shape[1]
         self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1) * 255
+        # x * scale + shift == (x - mean) / std, applied in place: two passes instead of four
+        self.scale, self.shift = 1 / self.std, -self.mean / self.std
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -163,14 +165,15 @@ class InMemoryBatches:
         g = torch.Generator().manual_seed(augment_seed(self.seed, self.epoch, self.rank))
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.images[idx].float()  # (B, C, H, W) in 0..255
+            # index_select is ~4x faster than images[idx] (advanced indexing) on CPU
+            x = self.images.index_select(0, idx).float()  # (B, C, H, W) in 0..255
             if self.augment is not None:  # before normalising, so the fill is black (0)
                 aug = self.augment
                 if aug.rotate == 0 and aug.scale == 0 and float(aug.translate).is_integer():
                     x = shift_batch(x, int(aug.translate), g)
                 else:
                     x = augment_batch(x, aug, g)
-            x = (x - self.mean) / self.std
+            x = x.mul_(self.scale).add_(self.shift)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.targets[idx]
+            yield x, self.targets.index_select(0, idx)

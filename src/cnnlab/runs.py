@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from cnnlab import __version__
-from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
@@ -100,8 +101,10 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: bad JSON, 5000-digit ints
         raise CheckpointError(f"{path}: unreadable JSON ({e}); delete it or retrain") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply; delete it or retrain") from None
 
 
 def _save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
@@ -197,9 +200,45 @@ def _decode_metadata(path: Path, meta: dict[str, str]) -> dict:
     for key in _JSON_KEYS:
         try:
             out[key] = json.loads(meta[key])
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON") from None
+    problem = _metadata_problem(out)
+    if problem:
+        raise CheckpointError(f"{path}: metadata {problem}; the file was not written by cnnlab "
+                              "or was edited: retrain or restore it")  # fmt: skip
     return out
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_key(v) -> bool:
+    """A dict key `flatten_state` can have written (JSON scalars; lists are unhashable)."""
+    return v is None or isinstance(v, str | int | float)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _metadata_problem(meta: dict) -> str | None:
+    """What is wrong with decoded metadata values (types, lengths), or None."""
+    shape, classes = meta["input_shape"], meta["classes"]
+    if not isinstance(meta["model_kwargs"], dict):
+        return "'model_kwargs' is not a JSON object"
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) and v > 0 for v in shape)):
+        return f"'input_shape' {str(shape)[:40]} is not three positive ints (C, H, W)"
+    names = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    if not (names and len(classes) >= 2):
+        return "'classes' is not a list of at least two names"
+    for key in ("mean", "std"):
+        values = meta[key]
+        if not (isinstance(values, list) and len(values) == shape[0] and all(map(_is_number, values))):
+            return f"{key!r} is not {shape[0]} finite numbers (one per channel)"
+    if min(meta["std"]) <= 0:
+        return "'std' has a value <= 0"
+    return None
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:
@@ -222,7 +261,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         input_shape = tuple(int(s) for s in meta["input_shape"])
         model = get_model(meta["model_name"], input_shape, len(meta["classes"]),
                           **meta["model_kwargs"])  # fmt: skip
-    except (ConfigError, TypeError, ValueError) as e:
+    except (CnnlabError, TypeError, ValueError) as e:  # ShapeError too: input too small
         raise CheckpointError(f"{weights}: cannot rebuild its model ({e})") from None
     try:
         model.load_state_dict(tensors, strict=True)
@@ -277,15 +316,23 @@ def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> An
 
 
 def unflatten_state(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
-    """Inverse of `flatten_state`."""
+    """Inverse of `flatten_state`; a skeleton it could not have written is a CheckpointError."""
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
-            if obj["__tensor__"] not in tensors:
-                raise CheckpointError(f"resume state lacks tensor {obj['__tensor__']!r}")
-            return tensors[obj["__tensor__"]]
+            name = obj["__tensor__"]
+            if not isinstance(name, str) or name not in tensors:
+                raise CheckpointError(f"resume state lacks tensor {str(name)[:60]!r}")
+            return tensors[name]
         if set(obj) == {"__items__"}:
-            return {k: unflatten_state(v, tensors) for k, v in obj["__items__"]}
+            items = obj["__items__"]
+            if not isinstance(items, list) or not all(
+                isinstance(kv, list) and len(kv) == 2 and _is_key(kv[0]) for kv in items
+            ):
+                raise CheckpointError("resume state: '__items__' is not a list of [key, value] pairs")
+            return {k: unflatten_state(v, tensors) for k, v in items}
         if set(obj) == {"__tuple__"}:
+            if not isinstance(obj["__tuple__"], list):
+                raise CheckpointError("resume state: '__tuple__' is not a list")
             return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
         return {k: unflatten_state(v, tensors) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -322,4 +369,9 @@ def load_resume_state(run_dir: str | os.PathLike) -> dict:
             f"{folder}: {RESUME_JSON} and {RESUME_TENSORS} do not belong together "
             "(one was replaced or the write was interrupted); start a new run"
         )
-    return unflatten_state(doc["state"], tensors)
+    try:
+        return unflatten_state(doc["state"], tensors)
+    except CheckpointError as e:
+        raise CheckpointError(f"{folder / RESUME_JSON}: {e}; start a new run") from None
+    except RecursionError:
+        raise CheckpointError(f"{folder / RESUME_JSON}: nested too deeply; start a new run") from None

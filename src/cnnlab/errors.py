@@ -37,3 +37,7 @@ class ConfigError(CnnlabError):
 
 class TrainingDivergedError(CnnlabError):
     """Training produced NaN or stayed at chance; the message gives the likely cause and a fix."""
+
+
+class ExportError(CnnlabError):
+    """Exporting a model failed, or the exported model disagrees with torch."""

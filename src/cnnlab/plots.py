@@ -59,3 +59,89 @@ def image_grid(
         fig.suptitle(suptitle)
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def training_curves(metrics: Sequence[dict], out: str | os.PathLike, title: str = "") -> Path:
+    """Loss and accuracy per epoch, train and test, from a run's metrics.json rows."""
+    epochs = [m["epoch"] for m in metrics]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split, style in (("train", "o-"), ("test", "s--")):
+        ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], style, label=split)
+        ax_acc.plot(epochs, [100 * m[f"{split}_acc"] for m in metrics], style, label=split)
+    _label_axes(ax_loss, ax_acc, epochs)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def comparison_curves(histories: dict[str, Sequence[dict]], out: str | os.PathLike) -> Path:
+    """Overlaid test loss and test accuracy per epoch of several runs (name -> metrics rows)."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    all_epochs: list[int] = []
+    for name, metrics in histories.items():
+        epochs = [m["epoch"] for m in metrics]
+        all_epochs += epochs
+        line = ax_loss.plot(epochs, [m["test_loss"] for m in metrics], "o-", label=f"{name} test")
+        color = line[0].get_color()
+        ax_loss.plot(epochs, [m["train_loss"] for m in metrics], ":", color=color,
+                     label=f"{name} train")  # fmt: skip
+        ax_acc.plot(epochs, [100 * m["test_acc"] for m in metrics], "o-", color=color,
+                    label=f"{name} test")  # fmt: skip
+    _label_axes(ax_loss, ax_acc, sorted(set(all_epochs)))
+    ax_acc.set_title("test accuracy")
+    ax_loss.set_title("loss (dotted: train)")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def _label_axes(ax_loss, ax_acc, epochs) -> None:
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xticks(list(epochs))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+
+def confusion_matrices(
+    matrices: dict[str, Sequence[Sequence[int]]],
+    classes: Sequence[str],
+    out: str | os.PathLike,
+) -> Path:
+    """Row-normalised, annotated confusion matrices side by side (name -> counts[true][pred])."""
+    import numpy as np
+
+    n = len(matrices)
+    k = len(classes)
+    size = max(4.0, 0.45 * k)
+    fig, axes = plt.subplots(1, n, figsize=(size * n + 0.5, size), squeeze=False)
+    for ax, (name, counts) in zip(axes[0], matrices.items(), strict=True):
+        cm = np.asarray(counts, dtype=float)
+        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)  # each row sums to 1: recall
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(j, i, f"{100 * norm[i, j]:.0f}" if norm[i, j] >= 0.005 else "<1",
+                                ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+        ticks = list(range(k))
+        short = [c if len(c) <= 8 else c[:7] + "." for c in classes]
+        ax.set_xticks(ticks, short, rotation=90 if max(map(len, short)) > 2 else 0, fontsize=8)
+        ax.set_yticks(ticks, short, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{name} (% of each true class)")
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
+def message_figure(text: str, out: str | os.PathLike) -> Path:
+    """A small PNG holding only a sentence (e.g. "no misclassified images")."""
+    fig = plt.figure(figsize=(5, 1.2))
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=11)
+    return save_figure(fig, out)

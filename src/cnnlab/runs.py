@@ -86,6 +86,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return _atomic(Path(path), lambda p: p.write_text(text))
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file (report.md, ...) atomically."""
+    return _atomic(Path(path), lambda p: p.write_text(text))
+
+
 def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)

@@ -17,7 +17,10 @@ from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 # Command modules in the order `cnnlab --help` lists them.
-COMMAND_MODULES = ["data", "shapes"]
+COMMAND_MODULES = [
+    "data", "models", "train", "eval", "compare", "demo",
+    "predict", "explain", "export", "shapes",
+]  # fmt: skip
 
 
 def common_options() -> argparse.ArgumentParser:

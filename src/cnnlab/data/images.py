@@ -61,8 +61,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
         raise ImageInputError(
             f"{label}: not an image cnnlab can read (use {', '.join(ALLOWED_FORMATS)})"
         ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageInputError(f"{label}: refused as a decompression bomb") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageInputError(
+            f"{label}: refused as a decompression bomb ({e}); cnnlab reads images up to 4096x4096 pixels"
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageInputError(f"{label}: broken or truncated image ({e})") from None
     return img

@@ -1,0 +1,165 @@
+"""`compare_models`: train several models on the same data and seed, then write one report.
+
+Each model gets its own run folder (OUT/NAME) plus eval files; OUT/report.md holds the table
+(parameters, MACs per image, training seconds, images/s, test accuracy and loss), the overlaid
+curves, the confusion matrices side by side and the lesson's point in one sentence, written
+from the measured numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from cnnlab import plots, runs
+from cnnlab.errors import ConfigError
+from cnnlab.evaluation import evaluate_run
+from cnnlab.models import count_macs, count_parameters
+from cnnlab.train import Callback, TrainConfig, fit
+
+REPORT = "report.md"
+CURVES = "curves.png"
+CONFUSION = "confusion.png"
+
+
+@dataclass
+class ComparedModel:
+    """One row of the comparison."""
+
+    name: str
+    run_dir: Path
+    params: int
+    macs: int
+    train_seconds: float
+    images_per_s: float
+    test_acc: float
+    test_loss: float
+    errors: int
+    config: TrainConfig
+
+
+def compare_models(
+    models: list[str],
+    out_dir: str | os.PathLike,
+    base: TrainConfig,
+    per_model: dict[str, dict] | None = None,
+    callback: Callback | None = None,
+    report_intro: str = "",
+) -> list[ComparedModel]:
+    """Train each model with `base` (plus its `per_model` overrides), evaluate, write the report.
+
+    Args:
+        models: registered model names, each at most once.
+        out_dir: the comparison folder; model NAME's run folder is out_dir/NAME.
+        base: the shared settings (dataset, seed, epochs, ...); its `model` is replaced.
+        per_model: name -> TrainConfig overrides for that model (e.g. {"mlp": {"lr": 0.01}}).
+        callback: progress events of each fit, plus {"event": "model", "name": ...} first.
+        report_intro: markdown put in report.md after the table (e.g. the demo's samples).
+    """
+    if len(set(models)) != len(models) or not models:
+        raise ConfigError(f"compare needs distinct model names, not {models}")
+    per_model = per_model or {}
+    unknown = set(per_model) - set(models)
+    if unknown:
+        raise ConfigError(f"per-model settings for {', '.join(sorted(unknown))}, not compared")
+    out = Path(out_dir)
+    rows: list[ComparedModel] = []
+    histories, confusions = {}, {}
+    for name in models:
+        config = replace(base, model=name, **per_model.get(name, {}))
+        config.validate()
+        if callback:
+            callback({"event": "model", "name": name, "config": config})
+        result = fit(config, out / name, callback=callback)
+        ev = evaluate_run(out / name, device=config.device, root=config.data_root)
+        info = result.info
+        model = runs.load_run(out / name).model
+        seen = sum(m["images_per_s"] * m["seconds"] for m in result.metrics)
+        rows.append(ComparedModel(
+            name=name, run_dir=out / name, params=count_parameters(model),
+            macs=count_macs(model, info.image_shape), train_seconds=result.train_seconds,
+            images_per_s=seen / max(result.train_seconds, 1e-9), test_acc=ev["accuracy"],
+            test_loss=ev["loss"], errors=ev["errors"], config=config,
+        ))  # fmt: skip
+        histories[name] = result.metrics
+        confusions[name] = ev["confusion"]
+        classes = info.classes
+    plots.comparison_curves(histories, out / CURVES)
+    plots.confusion_matrices(confusions, classes, out / CONFUSION)
+    write_report(rows, out, base.dataset, report_intro)
+    return rows
+
+
+def table_rows(rows: list[ComparedModel]) -> tuple[list[str], list[list]]:
+    """Headers and rows of the comparison table (shared by the CLI and report.md)."""
+    headers = ["model", "parameters", "MACs/image", "epochs", "train s", "images/s",
+               "test acc %", "test loss", "errors"]  # fmt: skip
+    body = [[r.name, r.params, r.macs, r.config.epochs, round(r.train_seconds, 1),
+             round(r.images_per_s), round(100 * r.test_acc, 2), round(r.test_loss, 4), r.errors]
+            for r in rows]  # fmt: skip
+    return headers, body
+
+
+def lesson_sentence(rows: list[ComparedModel]) -> str:
+    """The comparison's point in one sentence, from the measured numbers."""
+    best = max(rows, key=lambda r: r.test_acc)
+    worst = min(rows, key=lambda r: r.test_acc)
+    if best.errors == worst.errors:
+        names = " and ".join(r.name for r in rows)
+        cheap = min(rows, key=lambda r: r.macs)
+        return (f"{names} made the same number of test errors ({best.errors}, "
+                f"{100 * best.test_acc:.2f} % accuracy); {cheap.name} needs the fewest MACs per "
+                "image, so it is the better choice here.")  # fmt: skip
+    ratio = worst.errors / max(best.errors, 1)
+    params = (f"with {worst.params / best.params:.1f}x fewer parameters" if best.params < worst.params
+              else f"with {best.params / worst.params:.1f}x more parameters")  # fmt: skip
+    why = (" Convolutions reuse one small filter at every position of the image, so the CNN "
+           "learns local patterns (strokes, edges) wherever they appear, while the MLP must "
+           "learn every pixel position separately."
+           if "mlp" in worst.name and "mlp" not in best.name else "")  # fmt: skip
+    return (f"{best.name} made {best.errors} test errors against {worst.name}'s {worst.errors} "
+            f"({ratio:.1f}x fewer; {100 * best.test_acc:.2f} % vs {100 * worst.test_acc:.2f} %) "
+            f"{params}, costing {best.macs / max(worst.macs, 1):.1f}x the MACs per image."
+            f"{why}")  # fmt: skip
+
+
+def machine_description() -> str:
+    """CPU/GPU, threads and versions, for the report's reproducibility line."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}){gpu}; "
+            f"torch {torch.__version__}, Python {platform.python_version()}")  # fmt: skip
+
+
+def write_report(rows: list[ComparedModel], out: Path, dataset: str, extra: str = "") -> Path:
+    """report.md: the table, the sentence, the plots, each model's settings and files."""
+    headers, body = table_rows(rows)
+    lines = [f"# Comparison on {dataset}", "", lesson_sentence(rows), "",
+             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]  # fmt: skip
+    lines += ["| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |"
+              for row in body]  # fmt: skip
+    lines += ["", "Same data, same seed; settings per model below. Training seconds count the "
+              "training steps only (not evaluation); the machine: " + machine_description() + ".",
+              "", extra, "## Curves", "", f"![curves]({CURVES})", "",
+              "## Confusion matrices (test set, % of each true class)", "",
+              f"![confusion]({CONFUSION})", ""]  # fmt: skip
+    for r in rows:
+        c = r.config
+        rel = os.path.relpath(r.run_dir, out)
+        lines += [f"## {r.name}", "",
+                  f"`{c.optimizer}` lr {c.lr:g} ({c.schedule}), batch {c.batch_size}, "
+                  f"{c.epochs} epochs, seed {c.seed}, augment {c.augment}; run folder "
+                  f"[`{rel}/`]({rel}/) (`cnnlab eval {r.run_dir}`).", "",
+                  f"![{r.name} errors]({rel}/errors.png)", ""]  # fmt: skip
+    return runs.write_text(out / REPORT, "\n".join(lines))

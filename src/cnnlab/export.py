@@ -1,0 +1,199 @@
+"""Export a run's model to ONNX or TorchScript, and prove the export computes what torch does.
+
+The file is first written as `<out>.part`; it replaces `<out>` only after the exported model,
+run by onnxruntime (ONNX) or torch.jit (TorchScript), agreed with the eager model on a batch of
+the dataset's test images: every logit within `tolerance` (1e-4) and every argmax the same, at
+two batch sizes (the batch dimension is dynamic). A failed check leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.errors import ConfigError, DatasetFormatError, DatasetNotFoundError, ExportError
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+EXPORTERS = ("dynamo", "legacy")
+TOLERANCE = 1e-4  # max |logit difference| allowed (float32 kernels differ by ~1e-6 here)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was written and how well it agrees with torch.
+
+    Attributes:
+        path: the exported file.
+        format: "onnx" or "torchscript".
+        exporter: for ONNX, "dynamo" (torch.export) or "legacy" (TorchScript-based).
+        max_abs_diff: the largest |logit difference| from the eager model over the check.
+        argmax_agreement: fraction of images with the same top class (1.0 when it passed).
+        images: how many images were checked; `image_source` says which.
+        batch_sizes: the batch sizes run (more than one: the batch is dynamic).
+    """
+
+    path: Path
+    format: str
+    exporter: str
+    max_abs_diff: float
+    argmax_agreement: float
+    images: int
+    image_source: str
+    batch_sizes: tuple[int, ...]
+
+
+def parity_images(run, n: int = 256) -> tuple[torch.Tensor, str]:
+    """Up to n uint8 (N, C, H, W) images of the run's test split, or seeded noise when that
+    dataset is not available here; with a description of which."""
+    from cnnlab.data.datasets import load_dataset
+
+    try:
+        test = load_dataset(run.dataset, "test")
+        if getattr(test, "in_memory", False):
+            x = test.images[:n]
+        else:
+            x = torch.stack([test.load_uint8(i) for i in range(min(n, len(test)))])
+        if tuple(x.shape[1:]) == tuple(run.input_shape):
+            return x, f"{len(x)} {run.dataset} test images"
+    except (ConfigError, DatasetNotFoundError, DatasetFormatError, OSError):
+        pass
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, *run.input_shape), generator=g, dtype=torch.uint8)
+    return x, f"{n} random images ({run.dataset} test split not available here)"
+
+
+def default_path(run, fmt: str) -> Path:
+    """`RUN/model.onnx` or `RUN/model.torchscript.pt`."""
+    return Path(run.path) / f"model{FORMATS[fmt]}"
+
+
+def export_run(
+    run,
+    fmt: str,
+    out: str | os.PathLike | None = None,
+    exporter: str = "dynamo",
+    check_images: int = 256,
+    tolerance: float = TOLERANCE,
+) -> ExportResult:
+    """Export a loaded run's model and check it against the eager model.
+
+    Args:
+        run: a `cnnlab.runs.Run` (model in eval mode on the CPU).
+        fmt: "onnx" or "torchscript".
+        out: the file to write (default: inside the run folder, see `default_path`).
+        exporter: for ONNX: "dynamo" (torch.export, the default since torch 2.9) or "legacy".
+        check_images: how many test images the parity check runs.
+        tolerance: the largest |logit difference| accepted.
+
+    Raises:
+        ConfigError: unknown format or exporter.
+        ExportError: the exporter failed, or the exported model disagrees with torch.
+    """
+    from cnnlab.preprocess import to_model_input
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
+    out = Path(out) if out else default_path(run, fmt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out.with_name(out.name + ".part")
+    model = run.model.cpu().eval()
+    images, source = parity_images(run, check_images)
+    x = to_model_input(images, run.mean, run.std)  # (N, C, H, W) float
+    example = x[: min(2, len(x))]
+    try:
+        if fmt == "onnx":
+            _export_onnx(model, example, part, exporter)
+            run_exported = _onnx_runner(part)
+        else:
+            _export_torchscript(model, example, part)
+            run_exported = _torchscript_runner(part)
+        sizes = (1, len(x) - 1) if len(x) > 1 else (1,)
+        with torch.inference_mode():
+            expected = model(x).float().numpy()
+        got = (
+            np.concatenate([run_exported(x[:1]), run_exported(x[1:])]) if len(x) > 1 else run_exported(x)
+        )
+        diff = float(np.abs(got - expected).max())
+        agree = float((got.argmax(1) == expected.argmax(1)).mean())
+        if not diff <= tolerance or agree < 1.0:
+            raise ExportError(
+                f"{out}: the exported model disagrees with torch on {source}: max |logit diff| "
+                f"{diff:.3g} (allowed {tolerance:g}), same top class for {agree:.2%}; not written"
+                + ("; try --exporter legacy" if fmt == "onnx" and exporter == "dynamo" else "")
+            )
+        os.replace(part, out)
+    finally:
+        part.unlink(missing_ok=True)
+    return ExportResult(out, fmt, exporter if fmt == "onnx" else "torch.jit.trace", diff, agree,
+                        len(x), source, sizes)  # fmt: skip
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str) -> None:
+    """ONNX with input "input" (batch, C, H, W) and output "logits" (batch, classes)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's notice
+            if exporter == "dynamo":
+                batch = torch.export.Dim("batch", min=1, max=1 << 16)
+                torch.onnx.export(
+                    model, (example,), str(path), dynamo=True, external_data=False, verbose=False,
+                    input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
+                )  # fmt: skip
+            else:
+                torch.onnx.export(
+                    model, (example,), str(path), dynamo=False, verbose=False,
+                    input_names=["input"], output_names=["logits"],
+                    dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                )  # fmt: skip
+    except ImportError as e:
+        raise ExportError(
+            f"ONNX export needs the [export] extra ({e}); pip install 'cnnlab[export]'"
+        ) from None
+    except Exception as e:  # the exporters raise many types; all mean "could not export"
+        hint = "; try --exporter legacy" if exporter == "dynamo" else ""
+        raise ExportError(
+            f"ONNX export ({exporter}) failed: {type(e).__name__}: {e}"[:600] + hint
+        ) from None
+
+
+def _onnx_runner(path: Path):
+    """A function float tensor (B, C, H, W) -> numpy logits, run by onnxruntime on the CPU."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("the ONNX check needs onnxruntime; pip install 'cnnlab[export]'") from None
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})[0]
+
+
+def _export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """A traced TorchScript module (torch.jit is deprecated upstream but still the way to run a
+    model from C++ through libtorch without Python)."""
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        try:
+            traced = torch.jit.trace(model, example)
+        except Exception as e:  # tracing errors come in many types
+            raise ExportError(f"TorchScript trace failed: {type(e).__name__}: {e}"[:600]) from None
+        traced.save(str(path))
+
+
+def _torchscript_runner(path: Path):
+    """A function float tensor -> numpy logits, run by the TorchScript file just written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu").eval()  # our own file, not a user's
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return module(x).float().numpy()
+
+    return run

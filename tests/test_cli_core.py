@@ -1,0 +1,88 @@
+"""The models / train / eval / compare commands, run in-process on the fake dataset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnlab.cli import main
+from cnnlab.models import list_models
+
+FAST = ["--dataset", "fake", "--device", "cpu", "--threads", "1", "--batch-size", "32"]
+
+
+def test_models_lists_every_model_with_size(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in list_models():
+        assert name in out
+    assert "242,762" in out  # mlp: 784*256+256 + 256*128+128 + 128*64+64 + 64*10+10
+    assert main(["models", "--input-shape", "3,32,32", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["input_shape"] == [3, 32, 32] and len(doc["models"]) == len(list_models())
+    assert main(["models", "--input-shape", "28"]) == 2
+    assert "--input-shape must be C,H,W" in capsys.readouterr().err
+
+
+def test_train_then_eval(fake_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lesson-cnn", "--epochs", "2", *FAST, "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 2/2" in out and f"run folder: {run}" in out
+    assert main(["train", "--model", "mlp", *FAST, "--out", str(run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+    assert main(["eval", str(run), "--out", str(tmp_path / "ev")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "precision" in out
+    for name in ("eval.json", "confusion.png", "errors.png"):
+        assert (tmp_path / "ev" / name).is_file()
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["images"] == 200 and len(report["per_class"]) == 10
+    assert sum(map(sum, report["confusion"])) == 200
+    assert report["accuracy"] == pytest.approx(1 - report["errors"] / 200)
+
+
+def test_eval_of_a_damaged_run_is_one_clear_line(fake_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "mlp", "--epochs", "1", *FAST, "--out", str(run), "-q"]) == 0
+    weights = run / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cnnlab: error:") and "SHA-256" in err[0]
+    weights.write_bytes(bytes(data[: len(data) // 3]))
+    assert main(["eval", str(run)]) == 2
+    assert "truncated or corrupted" in capsys.readouterr().err
+
+
+def test_resume_flag(fake_dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = [*FAST, "--schedule", "constant", "--train-subset", "64", "-q"]
+    assert main(["train", "--model", "mlp", "--epochs", "1", *common, "--out", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "2", "-q"]) == 0
+    assert len(json.loads((run / "metrics.json").read_text())) == 2
+    assert main(["train", "--resume", str(run), "--recipe", "lesson-mlp"]) == 2
+
+
+def test_compare_writes_report_and_runs(fake_dataset, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "mlp", "lesson-cnn", *FAST, "--epochs", "mlp=1,lesson-cnn=2",
+            "--out", str(out), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "MACs/image" in printed and "test acc %" in printed and "report:" in printed
+    report = (out / "report.md").read_text()
+    assert "| mlp |" in report and "| lesson-cnn |" in report
+    assert "![curves](curves.png)" in report and "test errors" in report.splitlines()[2]
+    for name in ("curves.png", "confusion.png", "mlp/model.safetensors",
+                 "lesson-cnn/errors.png", "lesson-cnn/eval.json"):
+        assert (out / name).is_file(), name
+    assert len(json.loads((out / "mlp" / "metrics.json").read_text())) == 1
+    assert len(json.loads((out / "lesson-cnn" / "metrics.json").read_text())) == 2
+    assert main(["compare", "mlp", "cnn", *FAST, "--epochs", "vgg=2", "--out", str(out)]) == 2
+    assert "'vgg' is not among" in capsys.readouterr().err

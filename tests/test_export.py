@@ -1,0 +1,104 @@
+"""export: ONNX (both exporters) and TorchScript files that agree with torch, dynamic batch,
+written atomically (a failed check leaves nothing behind)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.errors import ConfigError, ExportError
+from cnnlab.export import export_run, parity_images
+from cnnlab.preprocess import to_model_input
+from cnnlab.runs import load_run
+from test_predict import run_cli
+from tiny_runs import make_run
+
+
+@pytest.fixture
+def cnn_run(fake_dataset, tmp_path):
+    return load_run(make_run(tmp_path / "run", "fake", "cnn", {"width": 4}, epochs=1))
+
+
+def fresh_batch(run, n: int, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *run.input_shape), generator=g, dtype=torch.uint8)
+    return to_model_input(x, run.mean, run.std)
+
+
+def eager(run, x):
+    with torch.no_grad():
+        return run.model(x).numpy()
+
+
+def test_onnx_legacy_parity_and_dynamic_batch(cnn_run, tmp_path):
+    import onnxruntime as ort
+
+    result = export_run(cnn_run, "onnx", tmp_path / "m.onnx", exporter="legacy")
+    assert result.path.is_file() and result.max_abs_diff <= 1e-4 and result.argmax_agreement == 1.0
+    assert result.image_source == "200 fake test images" and result.batch_sizes == (1, 199)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input" and isinstance(session.get_inputs()[0].shape[0], str)
+    for n in (1, 3, 17):  # batch sizes the export never saw
+        x = fresh_batch(cnn_run, n)
+        got = session.run(None, {"input": x.numpy()})[0]
+        assert got.shape == (n, 10)
+        np.testing.assert_allclose(got, eager(cnn_run, x), atol=1e-4, rtol=0)
+    assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_parity_and_default_path(cnn_run):
+    result = export_run(cnn_run, "torchscript")
+    assert result.path == cnn_run.path / "model.torchscript.pt"
+    assert result.max_abs_diff <= 1e-4 and result.argmax_agreement == 1.0
+    module = torch.jit.load(str(result.path))
+    for n in (1, 9):
+        x = fresh_batch(cnn_run, n)
+        with torch.no_grad():
+            np.testing.assert_allclose(module(x).numpy(), eager(cnn_run, x), atol=1e-4, rtol=0)
+
+
+def test_failed_parity_leaves_no_file(cnn_run, tmp_path):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="disagrees"):
+        export_run(cnn_run, "onnx", out, exporter="legacy", tolerance=-1.0)  # nothing can pass
+    assert not out.exists() and not list(tmp_path.glob("m.onnx*"))
+
+
+def test_bad_options(cnn_run):
+    with pytest.raises(ConfigError, match="format"):
+        export_run(cnn_run, "tflite")
+    with pytest.raises(ConfigError, match="exporter"):
+        export_run(cnn_run, "onnx", exporter="magic")
+
+
+def test_parity_images_fall_back_to_noise_when_the_dataset_is_gone(cnn_run):
+    cnn_run.dataset = "no-such-dataset"
+    x, source = parity_images(cnn_run, 8)
+    assert x.shape == (8, 1, 28, 28) and x.dtype == torch.uint8 and "random" in source
+
+
+def test_cli_export_prints_the_parity(cnn_run, tmp_path):
+    code, out, err = run_cli("export", str(cnn_run.path), "--format", "torchscript",
+                             "--out", str(tmp_path / "m.pt"))  # fmt: skip
+    assert code == 0, err
+    assert "wrote" in out and "max |logit diff|" in out and "same top class 100.00%" in out
+    code, _, err = run_cli("export", str(tmp_path / "nope"))
+    assert code == 2 and "nope" in err
+
+
+@pytest.mark.slow
+def test_onnx_dynamo_parity(cnn_run, tmp_path):
+    """The default exporter (torch.export), slower to run: ~15 s here."""
+    import onnxruntime as ort
+
+    code, out, err = run_cli("export", str(cnn_run.path), "--out", str(tmp_path / "m.onnx"))
+    assert code == 0, err
+    assert "(onnx, dynamo)" in out and "same top class 100.00%" in out
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 5):
+        x = fresh_batch(cnn_run, n)
+        np.testing.assert_allclose(
+            session.run(None, {"input": x.numpy()})[0], eager(cnn_run, x), atol=1e-4
+        )

@@ -1,0 +1,212 @@
+"""Training on the tiny learnable 'fake' dataset: learning, exact resume, collapse, Ctrl-C."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab import runs
+from cnnlab.collapse import check_collapse, dead_relu_fraction
+from cnnlab.errors import ConfigError, TrainingDivergedError
+from cnnlab.models import get_model
+from cnnlab.train import (
+    RECIPES,
+    TrainConfig,
+    TrainingInterrupted,
+    fit,
+    make_config,
+    resume_config,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quick(**kw) -> TrainConfig:
+    """A config for the fake dataset on the CPU, one thread (tests share the machine)."""
+    settings = dict(dataset="fake", device="cpu", threads=1, batch_size=32, epochs=2)
+    settings.update(kw)
+    return make_config(**settings)
+
+
+def test_300_steps_drive_the_loss_down(fake_dataset):
+    losses = []
+
+    def record(e):
+        if e["event"] == "step":
+            losses.append(e["loss"])
+
+    # 600 images / batch 20 = 30 steps per epoch, 10 epochs = 300 steps
+    config = quick(model="mlp", batch_size=20, epochs=10, lr=0.001, schedule="constant")
+    result = fit(config, callback=record)
+    assert len(losses) == 10 * 2  # reported every 20 steps and at each epoch end
+    assert losses[0] > 1.0  # the mean of the first 20 steps, from about ln 10 = 2.30
+    assert result.final["train_loss"] < 0.1 * losses[0]
+    assert result.final["test_acc"] > 0.9  # the bars are easy: a working loop must find them
+    assert not result.model.training
+
+
+def test_run_folder_files_and_reload(fake_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = fit(quick(model="mlp", epochs=2), out)
+    for name in ("model.safetensors", "metrics.json", "config.json", "curves.png",
+                 "resume.safetensors", "resume.json"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("*.part"))
+    run = runs.load_run(out)
+    assert run.model_name == "mlp" and run.dataset == "fake" and run.mean == (0.2,)
+    assert [m["epoch"] for m in run.metrics] == [1, 2]
+    assert set(run.metrics[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc",
+                                    "seconds", "images_per_s"}
+    assert run.config["model"] == "mlp" and run.config["epochs"] == 2
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(run.model(x), result.model.cpu()(x))
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_two_epochs_then_resume_to_four_equals_four(fake_dataset, tmp_path):
+    # cnn has BatchNorm (running stats) and dropout (global RNG): both must be restored
+    kw = dict(model="cnn", schedule="constant", lr=0.003, train_subset=256, test_subset=64,
+              augment=True)
+    straight = fit(quick(epochs=4, **kw))
+    fit(quick(epochs=2, **kw), tmp_path / "run")
+    resumed = fit(resume_config(tmp_path / "run", epochs=4), resume_from=tmp_path / "run")
+    _assert_same(_state(straight.model), _state(resumed.model))
+    assert [m["test_loss"] for m in resumed.metrics] == [m["test_loss"] for m in straight.metrics]
+    assert len(runs.load_run(tmp_path / "run").metrics) == 4
+
+
+def test_interrupted_onecycle_run_resumes_exactly(fake_dataset, tmp_path):
+    kw = dict(model="cnn", schedule="onecycle", train_subset=256, test_subset=64, epochs=3)
+    straight = fit(quick(**kw))
+
+    def interrupt(e):
+        if e["event"] == "step" and e["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(quick(**kw), tmp_path / "run", callback=interrupt)
+    assert info.value.epochs_done == 1
+    resumed = fit(resume_config(tmp_path / "run"), resume_from=tmp_path / "run")
+    _assert_same(_state(straight.model), _state(resumed.model))
+
+
+def test_resume_refuses_changed_settings(fake_dataset, tmp_path):
+    fit(quick(model="mlp", epochs=1, train_subset=64), tmp_path / "run")
+    with pytest.raises(ConfigError, match="trained with lr=.*resume with the same setting"):
+        fit(resume_config(tmp_path / "run", lr=0.1), resume_from=tmp_path / "run")
+    with pytest.raises(ConfigError, match="cannot be stretched"):
+        fit(resume_config(tmp_path / "run", epochs=3), resume_from=tmp_path / "run")
+
+
+def test_collapse_detector_fires_on_a_forced_collapse(fake_dataset):
+    # Adam at lr 5 kills every ReLU of the lesson's one-channel CNN within a few steps
+    config = quick(model="lesson-cnn", model_kwargs={"channels": [6, 1]}, lr=5.0,
+                   schedule="constant", epochs=3)
+    with pytest.raises(TrainingDivergedError) as info:
+        fit(config)
+    message = str(info.value)
+    assert "chance" in message or "loss became" in message
+    assert "--lr 0.5" in message or "divide --lr by 10" in message
+
+
+def test_check_collapse_names_dead_relus_and_the_fix():
+    model = get_model("lesson-cnn", channels=(6, 1))
+    with torch.no_grad():
+        model.features.conv2.bias.fill_(-1e3)  # relu2 outputs 0 for every input: a dead layer
+    x = torch.rand(16, 1, 28, 28)
+    assert dead_relu_fraction(model, x)["features.relu2"] == 1.0
+    config = TrainConfig(model="lesson-cnn", model_kwargs={"channels": [6, 1]}, lr=0.01)
+    row = {"test_acc": 0.1135, "train_loss": 2.302}
+    with pytest.raises(TrainingDivergedError) as info:
+        check_collapse(config, row, 10, model, x)
+    message = str(info.value)
+    assert "100% of the units of layer features.relu2 output 0" in message
+    assert "--lr 0.001" in message and "default lesson-cnn channels" in message
+    check_collapse(config, {"test_acc": 0.9, "train_loss": 0.3}, 10, model, x)  # no collapse
+
+
+def test_nan_loss_stops_training(fake_dataset):
+    with pytest.raises(TrainingDivergedError, match="loss became nan.*divide --lr by 10"):
+        fit(quick(model="mlp", optimizer="sgd", lr=1e12, schedule="constant"))
+
+
+def test_config_validation_and_recipes():
+    with pytest.raises(ConfigError, match="unknown optimizer 'rmsprop'; choose adam"):
+        make_config(optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="epochs must be >= 1"):
+        make_config(epochs=0)
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        make_config("nope")
+    with pytest.raises(ConfigError, match="unknown config keys: colour"):
+        TrainConfig.from_dict({"colour": 1})
+    lesson = make_config("lesson-mlp", seed=3)
+    assert (lesson.model, lesson.lr, lesson.batch_size, lesson.epochs) == ("mlp", 0.01, 64, 2)
+    assert lesson.seed == 3 and set(RECIPES) >= {"lesson-mlp", "lesson-cnn"}
+
+
+def test_bf16_request_is_honoured_or_reported(fake_dataset):
+    events = []
+    result = fit(quick(model="mlp", epochs=1, bf16=True, train_subset=64), callback=events.append)
+    start = next(e for e in events if e["event"] == "start")
+    warned = any(e["event"] == "warning" and "bf16" in e["message"] for e in events)
+    assert start["bf16"] or warned
+    assert math.isfinite(result.final["train_loss"])
+
+
+SIGINT_SCRIPT = """
+import sys
+from pathlib import Path
+from cnnlab.data import datasets
+from tests.conftest import write_fake_dataset
+datasets.DATASETS["fake"] = write_fake_dataset(Path(sys.argv[1]))
+from cnnlab.cli import main
+sys.exit(main(["train", "--dataset", "fake", "--model", "mlp", "--epochs", "500",
+               "--batch-size", "16", "--schedule", "constant", "--device", "cpu",
+               "--threads", "1", "--out", sys.argv[2]]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a subprocess is POSIX")
+def test_ctrl_c_leaves_a_resumable_run(fake_dataset, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_SCRIPT, str(tmp_path / "data"), str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    try:
+        deadline = time.time() + 120
+        for line in proc.stdout:  # wait until an epoch has finished, then press Ctrl-C
+            if line.startswith("epoch 2/500"):
+                break
+            assert time.time() < deadline, "training never reached epoch 2"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert f"resume with: cnnlab train --resume {out}" in stderr
+    assert "Traceback" not in stderr
+    assert not list(out.glob("*.part"))
+    state = runs.load_resume_state(out)
+    done = state["epoch"]
+    assert done >= 2 and len(state["metrics"]) == done
+    resumed = fit(resume_config(out, epochs=done + 1), resume_from=out)
+    assert [m["epoch"] for m in resumed.metrics] == list(range(1, done + 2))

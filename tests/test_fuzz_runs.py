@@ -17,7 +17,14 @@ from tests.fuzzing import fuzz_settings, memory_cap, mutated, record
 from cnnlab.data.datasets import MNIST
 from cnnlab.errors import CheckpointError
 from cnnlab.models import get_model
-from cnnlab.runs import load_resume_state, load_run, run_metadata, save_resume_state, save_weights
+from cnnlab.runs import (
+    load_resume_state,
+    load_run,
+    metadata_digest,
+    run_metadata,
+    save_resume_state,
+    save_weights,
+)
 
 pytestmark = pytest.mark.fuzz
 
@@ -54,8 +61,15 @@ def split(data: bytes) -> tuple[dict, bytes]:
     return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
-def join(header: dict, body: bytes) -> bytes:
-    """A safetensors file from a header dict and the tensor bytes (header padded to 8 bytes)."""
+def join(header: dict, body: bytes, sign: bool = True) -> bytes:
+    """A safetensors file from a header dict and the tensor bytes (header padded to 8 bytes).
+
+    `sign` recomputes the metadata digest, as anyone editing a file on purpose can: the
+    checks behind the digest get exercised too.
+    """
+    meta = header.get("__metadata__")
+    if sign and isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values()):
+        meta["metadata_sha256"] = metadata_digest(meta)
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + body
@@ -210,10 +224,14 @@ def resume_folder(tmp_path_factory):
 
 @fuzz_settings()
 @given(data=st.data())
-def test_hostile_resume_json(resume_folder, data):
-    """resume.json with its structure replaced in places: CheckpointError or a nested state."""
-    good = (resume_folder / "resume.json").read_text()
-    doc = json.loads(good)
+def test_hostile_resume_state(resume_folder, data):
+    """The resume state's JSON (in resume.safetensors' metadata) replaced in places, re-signed:
+    CheckpointError or a nested state."""
+    path = resume_folder / "resume.safetensors"
+    good = path.read_bytes()
+    header, body = split(good)
+    meta = header["__metadata__"]
+    doc = json.loads(meta["resume"])
     state = doc["state"]
     for _ in range(data.draw(st.integers(1, 3))):
         key = data.draw(st.sampled_from(sorted(state)))
@@ -225,13 +243,12 @@ def test_hostile_resume_json(resume_folder, data):
         ))  # fmt: skip
     if data.draw(st.booleans()):
         doc["epoch"] = data.draw(json_values)
-    text = (
-        json.dumps(doc)
-        if data.draw(st.booleans())
-        else data.draw(mutated(good.encode(), 2)).decode("utf-8", "replace")
-    )
+    if data.draw(st.booleans()):
+        meta["resume"] = json.dumps(doc)
+    else:
+        meta["resume"] = data.draw(mutated(meta["resume"].encode(), 2)).decode("utf-8", "replace")
     try:
-        (resume_folder / "resume.json").write_text(text)
+        path.write_bytes(join(header, body))
         with memory_cap(AS_HEADROOM):
             load_resume_state(resume_folder)
         outcome = "loaded"
@@ -239,5 +256,5 @@ def test_hostile_resume_json(resume_folder, data):
         assert str(resume_folder) in str(e)
         outcome = "CheckpointError"
     finally:
-        (resume_folder / "resume.json").write_text(good)
-    record("resume.json: hostile structure", outcome)
+        path.write_bytes(good)
+    record("resume state: hostile JSON structure", outcome)

@@ -210,3 +210,28 @@ def test_ctrl_c_leaves_a_resumable_run(fake_dataset, tmp_path):
     assert done >= 2 and len(state["metrics"]) == done
     resumed = fit(resume_config(out, epochs=done + 1), resume_from=out)
     assert [m["epoch"] for m in resumed.metrics] == list(range(1, done + 2))
+
+
+def test_image_folder_trains_through_the_dataloader_and_evaluates(tmp_path):
+    from PIL import Image
+    from tests.conftest import learnable_images
+
+    from cnnlab.data.datasets import load_dataset
+    from cnnlab.evaluation import evaluate_run
+
+    x, y = learnable_images(60, num_classes=3, seed=5)
+    for i, (img, label) in enumerate(zip(x, y, strict=True)):
+        folder = tmp_path / "shapes" / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i}.png")
+    config = make_config(model="lesson-cnn", dataset=f"imagefolder:{tmp_path / 'shapes'}",
+                         device="cpu", threads=1, epochs=2, batch_size=8, augment=True)  # fmt: skip
+    result = fit(config, tmp_path / "run")
+    assert result.info.classes == ("class0", "class1", "class2")
+    again = fit(config)  # the DataLoader path is seeded too: same data order, same weights
+    _assert_same(_state(result.model), _state(again.model))
+    report = evaluate_run(tmp_path / "run", device="cpu")
+    test_set = load_dataset(f"imagefolder:{tmp_path / 'shapes'}", "test")
+    assert report["images"] == len(test_set) and 9 <= len(test_set) <= 15  # 20 % of each class
+    assert len(report["per_class"]) == 3
+    assert (tmp_path / "run" / "errors.png").is_file()

@@ -47,7 +47,8 @@ def run_demo(
     base, per_model = demo_configs(threads, device)
     intro = ("The lesson's question, answered by measurement: does a CNN beat a fully-connected "
              "network (MLP) on MNIST? `mlp` uses the lesson's settings (Adam lr 0.01, batch 64, "
-             "2 epochs; here with a one-cycle schedule), `cnn` the cnnlab defaults. Both see "
+             "2 epochs, pixels in [0, 1]; here with a one-cycle schedule), `cnn` the cnnlab "
+             "defaults. Both see "
              f"the same 60,000 training images in the same order (seed {base.seed}) and are "
              "tested on the 10,000 test images.\n\n"
              f"![samples]({SAMPLES})\n\nReproduce: `cnnlab demo` (or `make demo`); each model "

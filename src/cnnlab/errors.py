@@ -24,7 +24,17 @@ class CheckpointError(CnnlabError):
 
 
 class ImageInputError(CnnlabError):
-    """A user's image cannot be used: not an image, truncated, too large, unsupported."""
+    """A user's image cannot be used: not an image, truncated, too large, unsupported.
+
+    `reason` says which, so that the web app can answer with the right status: "empty",
+    "unsupported" (not an image, or a format outside the allow-list), "too_large" (bytes or
+    pixels over the cap, decompression bombs), "broken" (truncated or corrupt), "no_ink"
+    (blank) or "unusable" (anything else).
+    """
+
+    def __init__(self, message: str, reason: str = "unusable"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class ShapeError(CnnlabError):

@@ -144,7 +144,9 @@ def _decode(source: ImageSource, label: str) -> Image.Image:
     else:
         return open_image(source, name=label)
     if img.width * img.height > MAX_PIXELS or min(img.size) < 1:
-        raise ImageInputError(f"{label}: {img.width}x{img.height} pixels is outside 1..4096x4096")
+        raise ImageInputError(
+            f"{label}: {img.width}x{img.height} pixels is outside 1..4096x4096", "too_large"
+        )
     return img
 
 
@@ -210,7 +212,7 @@ def _digits(img: Image.Image, size: tuple[int, int], steps: list | None, label: 
 
     x = _remove_background(x)
     if x.max() <= 0:
-        raise ImageInputError(f"{label}: no ink found (the image is blank or a single colour)")
+        raise ImageInputError(f"{label}: no ink found (the image is blank or a single colour)", "no_ink")
     _step(steps, "background removed", x)
 
     top, bottom, left, right = _ink_box(x)

@@ -53,7 +53,7 @@ class TrainConfig:
     threads: int | None = None  # None keeps torch's default (one per core)
     train_subset: int | None = None  # first N training images: quick runs and tests
     test_subset: int | None = None  # first N test images
-    channels_last: bool = False  # NHWC memory layout: faster convolutions on many CPUs
+    channels_last: bool = True  # NHWC: cnn trains 1.4x faster on an AVX2 CPU; no effect on MLPs
     bf16: bool = False  # autocast to bfloat16 on CUDA or CPUs with AVX512-BF16; else ignored
     data_root: str | None = None  # None: $CNNLAB_DATA or ~/.cache/cnnlab
 
@@ -91,13 +91,16 @@ class TrainConfig:
 
 
 # Named starting points for `cnnlab train --recipe NAME`; explicit flags override them.
+# The lesson's settings (Adam lr 0.01, batch 64) with the learning rate as the peak of a
+# one-cycle schedule: its warm-up keeps the first steps small, which is what kills the lesson's
+# one-channel CNN at a constant 0.01 (see cnnlab.collapse), and its annealing adds accuracy.
+# The lesson's loop exactly: add --schedule constant (and --no-normalize for lesson-cnn).
 RECIPES: dict[str, dict] = {
-    # the lesson, part III: Adam lr 0.01, batch 64, 2 epochs, no schedule
+    # the lesson's [0, 1] inputs: 97.64 % median of seeds 0-4, vs 97.39 % standardised (0-2)
     "lesson-mlp": dict(model="mlp", optimizer="adam", lr=0.01, batch_size=64, epochs=2,
-                       schedule="constant"),
-    # the lesson, part IV: Adam lr 0.01, batch 64, 5 epochs (with lesson-cnn's reliable channels)
+                       schedule="onecycle", normalize=False),
     "lesson-cnn": dict(model="lesson-cnn", optimizer="adam", lr=0.01, batch_size=64, epochs=5,
-                       schedule="constant"),
+                       schedule="onecycle"),
 }  # fmt: skip
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -490,6 +493,7 @@ def fit(
           "train_samples": train_batches.num_samples, "steps": len(train_batches),
           "start_epoch": len(metrics), "out_dir": out_dir})  # fmt: skip
     train_seconds = sum(m["seconds"] for m in metrics)
+    saved = len(metrics)  # epochs on disk: what a resume continues from
     try:
         for epoch in range(len(metrics), config.epochs):
             emit({"event": "epoch_start", "epoch": epoch, "epochs": config.epochs,
@@ -506,13 +510,13 @@ def fit(
             metrics.append(row)
             if out_dir is not None:
                 _save_epoch(out_dir, model, optimizer, scheduler, config, metrics, meta)
-            # after the save: once "epoch N" is shown, Ctrl-C or a kill keeps epoch N
-            emit({"event": "epoch_end", "epochs": config.epochs, **row})
+            saved = len(metrics)
+            emit({"event": "epoch_end", "epochs": config.epochs, **row})  # after the save
             if epoch == 0:
                 check_collapse(config, row, info.num_classes, model, probe)
     except KeyboardInterrupt:
-        emit({"event": "interrupted", "epochs_done": len(metrics), "out_dir": out_dir})
-        raise TrainingInterrupted(out_dir, len(metrics)) from None
+        emit({"event": "interrupted", "epochs_done": saved, "out_dir": out_dir})
+        raise TrainingInterrupted(out_dir, saved) from None
     model.eval()
     return FitResult(model=model, config=config, metrics=metrics, info=info, out_dir=out_dir,
                      train_seconds=train_seconds)  # fmt: skip

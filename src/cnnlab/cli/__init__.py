@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError
 # Command modules in the order `cnnlab --help` lists them.
 COMMAND_MODULES = [
     "data", "models", "train", "eval", "compare", "demo",
-    "predict", "explain", "export", "shapes",
+    "predict", "explain", "export", "shapes", "serve",
 ]  # fmt: skip
 
 

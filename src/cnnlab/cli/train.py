@@ -52,7 +52,7 @@ def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> 
     p.add_argument("--train-subset", type=int, help="use the first N training images (default: all)")
     p.add_argument("--test-subset", type=int, help="use the first N test images (default: all)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="NHWC memory layout (default: off)")
+                   help="NHWC memory layout (default: on)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast on CUDA / AVX512-BF16 CPUs (default: off)")
 

@@ -36,12 +36,16 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
             raise ImageInputError(f"{label}: not a file")
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise ImageInputError(f"{label}: {size} bytes, over the {MAX_FILE_BYTES} byte limit")
+            raise ImageInputError(
+                f"{label}: {size} bytes, over the {MAX_FILE_BYTES} byte limit", "too_large"
+            )
         data = path.read_bytes()
     if not data:
-        raise ImageInputError(f"{label}: empty file (0 bytes)")
+        raise ImageInputError(f"{label}: empty file (0 bytes)", "empty")
     if len(data) > MAX_FILE_BYTES:
-        raise ImageInputError(f"{label}: {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit")
+        raise ImageInputError(
+            f"{label}: {len(data)} bytes, over the {MAX_FILE_BYTES} byte limit", "too_large"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -50,7 +54,8 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
             if width * height > MAX_PIXELS:
                 raise ImageInputError(
                     f"{label}: {width}x{height} pixels is over the limit of {MAX_PIXELS} "
-                    "(4096x4096); shrink the image first"
+                    "(4096x4096); shrink the image first",
+                    "too_large",
                 )
             img.seek(0)
             img.load()
@@ -59,14 +64,17 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
         raise
     except UnidentifiedImageError:
         raise ImageInputError(
-            f"{label}: not an image cnnlab can read (use {', '.join(ALLOWED_FORMATS)})"
+            f"{label}: not an image cnnlab can read (use {', '.join(ALLOWED_FORMATS)})",
+            "unsupported",
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageInputError(
-            f"{label}: refused as a decompression bomb ({e}); cnnlab reads images up to 4096x4096 pixels"
+            f"{label}: refused as a decompression bomb ({e}); "
+            "cnnlab reads images up to 4096x4096 pixels",
+            "too_large",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageInputError(f"{label}: broken or truncated image ({e})") from None
+        raise ImageInputError(f"{label}: broken or truncated image ({e})", "broken") from None
     return img
 
 

@@ -1,0 +1,69 @@
+"""The JSON shapes of the REST API (they make the OpenAPI document at /docs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ClassProbability(BaseModel):
+    """One class and how likely the model finds it."""
+
+    class_: str = Field(alias="class", description="class name, e.g. '7'")
+    probability: float
+
+
+class PredictResponse(BaseModel):
+    """What `POST /api/predict` answers."""
+
+    label: str = Field(description="the most likely class")
+    probability: float = Field(description="its probability")
+    top: list[ClassProbability] = Field(description="the `top` most likely classes, best first")
+    probabilities: dict[str, float] = Field(description="every class's probability, in class order")
+    input: str = Field(description="the model's input (28x28 for MNIST) as a PNG data URL")
+    inverted: bool = Field(description="the image was dark ink on light paper and got inverted")
+    thickened: int = Field(description="dilation radius given to thin strokes (0: none)")
+
+
+class FeatureMapLayer(BaseModel):
+    """The feature maps of one convolution or pooling layer for the image."""
+
+    name: str = Field(description="the layer's module name, e.g. 'features.conv1'")
+    kind: str = Field(description="'conv' or 'pool'")
+    description: str = Field(description="e.g. 'Conv2d 1->16 3x3 + BatchNorm2d + ReLU'")
+    shape: list[int] = Field(description="(channels, height, width) of its output")
+    range: list[float] = Field(description="[min, max] activation, mapped to black..white")
+    maps: list[str] = Field(description="one grey PNG data URL per channel")
+
+
+class ExplainResponse(BaseModel):
+    """What `POST /api/explain` answers."""
+
+    prediction: PredictResponse
+    layers: list[FeatureMapLayer]
+    note: str | None = Field(None, description="why no layers are listed (a model without conv)")
+
+
+class ModelCard(BaseModel):
+    """What `GET /api/model` answers."""
+
+    run: str = Field(description="the run folder's name")
+    model: str
+    model_kwargs: dict
+    dataset: str
+    classes: list[str]
+    input_shape: list[int]
+    parameters: int = Field(description="trainable parameters")
+    test_accuracy: float | None = Field(description="last epoch's test accuracy, when recorded")
+    epochs: int | None = Field(description="epochs trained, when recorded")
+    conv_layers: list[str] = Field(description="convolution layers, in forward order")
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a 4xx status and one line saying what was wrong and how to fix it."""
+
+    error: str

@@ -245,3 +245,24 @@ def test_pool_matrix_nesting_and_huge_numbers():
         parse_matrix("[" * 5000 + "]" * 5000)
     with pytest.raises((ConfigError, ShapeError)):
         parse_matrix("[[" + "9" * 5000 + "]]")
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [("5", "must be a JSON object"),  # was TypeError: argument after ** must be a mapping
+     ("[" * 30_000 + "]" * 30_000, "not valid JSON"),  # was RecursionError
+     ("{'a': 1}", "not valid JSON")],
+)  # fmt: skip
+def test_train_model_kwargs_must_be_a_json_object(kwargs, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--model", "mlp", "--model-kwargs", kwargs])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_train_config_model_kwargs_type():
+    from cnnlab.train import make_config
+
+    with pytest.raises(ConfigError, match="model_kwargs must be a dict"):
+        make_config(model_kwargs=[1])

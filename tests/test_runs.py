@@ -112,10 +112,19 @@ def test_resume_state_round_trip(tmp_path):
             assert torch.equal(t, b["state"][k][name])
 
 
-def test_resume_pair_mismatch(tmp_path):
+def test_resume_state_is_one_file(tmp_path):
+    """resume.json is a readable copy: a kill between the two writes, or an edit of the copy,
+    cannot split the state; an edit of the real one (resume.safetensors) is detected."""
     save_resume_state(tmp_path, {"epoch": 1, "x": torch.ones(2)})
+    save_resume_state(tmp_path, {"epoch": 2, "x": torch.zeros(2)})
     doc = json.loads((tmp_path / "resume.json").read_text())
-    doc["epoch"] = 2
+    assert doc["epoch"] == 2
+    doc["epoch"] = 1
     (tmp_path / "resume.json").write_text(json.dumps(doc))
-    with pytest.raises(CheckpointError, match="do not belong together"):
+    assert load_resume_state(tmp_path)["epoch"] == 2
+    (tmp_path / "resume.json").unlink()
+    assert torch.equal(load_resume_state(tmp_path)["x"], torch.zeros(2))
+    data = (tmp_path / "resume.safetensors").read_bytes()
+    (tmp_path / "resume.safetensors").write_bytes(data.replace(b'\\"epoch\\": 2', b'\\"epoch\\": 1', 1))
+    with pytest.raises(CheckpointError, match="metadata does not match"):
         load_resume_state(tmp_path)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-import os
 
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from tests.fuzzing import fuzz_settings
 from torch import nn
 
 from cnnlab.errors import ShapeError
@@ -259,7 +259,6 @@ def test_solver_rejects_bad_target():
 
 # -- property test: random 2-D layers against torch --------------------------------------------
 
-FUZZ_EXAMPLES = int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", "300"))
 size, kern, strd, pad, dil = (
     st.integers(1, 12),
     st.integers(1, 6),
@@ -270,7 +269,7 @@ size, kern, strd, pad, dil = (
 
 
 @pytest.mark.fuzz
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None)
+@fuzz_settings(scale=1.5)  # tests/fuzzing.py: 300 examples in make test, 7500 in make fuzz
 @given(st.tuples(size, kern, strd, pad, dil), st.tuples(size, kern, strd, pad, dil), st.booleans())
 def test_random_layers_agree_with_torch(h, w, ceil_mode):
     ours, theirs = _conv_case(h, w)

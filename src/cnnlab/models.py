@@ -9,6 +9,7 @@ flatten size by running a zero image through its feature layers (no magic number
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,6 +20,14 @@ from cnnlab.summary import flatten_features, summarize
 
 Builder = Callable[..., nn.Module]
 _REGISTRY: dict[str, tuple[Builder, str]] = {}
+
+# Limits checked before a model is built for real: options come from command lines and from
+# the metadata of weights files, and `hidden=[10**9]` must be refused, not allocated.
+MAX_INPUT_SIDE = 4096  # the image decoder's cap (cnnlab.data.images.MAX_PIXELS)
+MAX_CHANNELS = 64
+MAX_PARAMETERS = 100_000_000  # 400 MB of float32, ~300x our resnet
+MAX_ACTIVATION = 1 << 28  # elements of the largest layer output in the batch-2 shape pass (1 GiB)
+MAX_LAYERS = 64  # hidden sizes of an mlp, stages x blocks of a resnet
 
 
 def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
@@ -59,15 +68,48 @@ def get_model(
         ShapeError: the input is too small for the model's convolutions and poolings.
     """
     builder, _ = _lookup(name)
-    shape = tuple(int(s) for s in input_shape)
+    shape = _input_shape(input_shape)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an int >= 2, not {num_classes!r}")
+    try:
+        with torch.device("meta"):  # shapes without memory: check the size first
+            _check_size(name, builder(shape, num_classes, **kwargs), shape)
+        return builder(shape, num_classes, **kwargs)
+    except (TypeError, ValueError, OverflowError) as e:  # int(inf), a string for a size, ...
+        raise ConfigError(f"model {name!r}: bad option ({e})") from None
+
+
+def _input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(C, H, W) as ints within the limits, else ConfigError."""
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError, OverflowError):
+        shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(f"input_shape must be (C, H, W) with positive sizes, not {input_shape}")
-    if num_classes < 2:
-        raise ConfigError(f"num_classes must be >= 2, not {num_classes}")
-    try:
-        return builder(shape, int(num_classes), **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"model {name!r}: bad option ({e})") from None
+    if shape[0] > MAX_CHANNELS or max(shape[1:]) > MAX_INPUT_SIDE:
+        raise ConfigError(
+            f"input_shape {shape} is over the limit of {MAX_CHANNELS} channels and "
+            f"{MAX_INPUT_SIDE} pixels a side; resize the images"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _check_size(name: str, probe: nn.Module, shape: tuple[int, int, int]) -> None:
+    """Refuse a model (built on the meta device) whose weights or activations are too large."""
+    params = sum(p.numel() for p in probe.parameters())
+    if params > MAX_PARAMETERS:
+        raise ConfigError(
+            f"model {name!r} with these options has {params:,} parameters, over the limit of "
+            f"{MAX_PARAMETERS:,}; use smaller layers"
+        )
+    largest = max((math.prod(layer.output_shape) for layer in summarize(probe, shape).layers),
+                  default=0)  # fmt: skip
+    if largest > MAX_ACTIVATION:
+        raise ConfigError(
+            f"model {name!r} on input {shape} makes a layer output of {largest:,} values, over "
+            f"the limit of {MAX_ACTIVATION:,}; use smaller images or fewer channels"
+        )
 
 
 def _lookup(name: str) -> tuple[Builder, str]:
@@ -120,8 +162,8 @@ class MLP(nn.Module):
 def mlp(
     input_shape: tuple[int, int, int], num_classes: int, hidden: Sequence[int] = (256, 128, 64)
 ) -> nn.Module:
-    if not hidden or min(hidden) < 1:
-        raise ConfigError(f"mlp hidden sizes must be positive, not {hidden}")
+    if not hidden or min(hidden) < 1 or len(hidden) > MAX_LAYERS:
+        raise ConfigError(f"mlp hidden sizes must be 1 to {MAX_LAYERS} positive ints, not {hidden}")
     return MLP(input_shape, num_classes, tuple(hidden))
 
 
@@ -350,6 +392,9 @@ def resnet(
     widths: Sequence[int] = (16, 32, 64),  # 9.3M MACs per 28x28 image: 2x cnn, CPU-friendly
     blocks: int = 1,
 ) -> nn.Module:
-    if not widths or min(widths) < 1 or blocks < 1:
-        raise ConfigError(f"resnet needs positive widths and blocks, not {widths}, {blocks}")
+    if not widths or min(widths) < 1 or blocks < 1 or len(widths) * blocks > MAX_LAYERS:
+        raise ConfigError(
+            f"resnet needs positive widths and blocks, at most {MAX_LAYERS} blocks in all, "
+            f"not {widths}, {blocks}"
+        )
     return ResNet(input_shape, num_classes, tuple(int(w) for w in widths), int(blocks))

@@ -6,17 +6,24 @@
       metrics.json        one entry per epoch (train/test loss and accuracy, seconds, images/s)
       config.json         the resolved TrainConfig
       curves.png          loss and accuracy curves
-      resume.safetensors  weights + optimiser/scheduler tensors + RNG states (uint8 tensors)
-      resume.json         epoch, config, metrics so far, the non-tensor optimiser/scheduler parts
+      resume.safetensors  weights + optimiser/scheduler tensors + RNG states (uint8 tensors),
+                          and in its metadata the JSON rest: epoch, config, metrics so far, the
+                          non-tensor optimiser/scheduler parts (one file: one atomic commit)
+      resume.json         a readable copy of that JSON (the loader does not need it)
 
 No pickle anywhere: weights are safetensors, everything else JSON. Every file is written
-atomically (`.part`, then `os.replace`), so an interrupted write never leaves half a file.
+atomically (`.part`, then `os.replace`), so an interrupted write never leaves half a file, and
+no loader ever reads a `.part`. Safetensors files carry SHA-256 digests of their tensors and of
+their metadata: a changed byte anywhere is a CheckpointError, never a silently different model.
+A run killed during epoch 1 holds its untrained epoch-0 weights (for resuming); `load_run`
+refuses those with "no complete epoch yet".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +34,7 @@ import torch
 from torch import nn
 
 from cnnlab import __version__
-from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
@@ -35,6 +42,7 @@ CONFIG = "config.json"
 CURVES = "curves.png"
 RESUME_TENSORS = "resume.safetensors"
 RESUME_JSON = "resume.json"
+RESUME_FORMAT = "cnnlab-resume-2"  # 2: the JSON rest lives in resume.safetensors' metadata
 
 # metadata keys whose values are JSON (safetensors metadata is str -> str)
 _JSON_KEYS = ("model_kwargs", "classes", "input_shape", "mean", "std")
@@ -79,6 +87,16 @@ def _atomic(path: Path, write) -> Path:
     return path
 
 
+def remove_stale_parts(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the `.part` files a killed process left in a run folder (loaders never read them)."""
+    folder = Path(run_dir)
+    names = (WEIGHTS, METRICS, CONFIG, CURVES, RESUME_TENSORS, RESUME_JSON)
+    stale = [folder / f"{name}.part" for name in names if (folder / f"{name}.part").is_file()]
+    for part in stale:
+        part.unlink(missing_ok=True)
+    return stale
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write obj as indented JSON, atomically."""
     text = json.dumps(obj, indent=2, default=_json_default) + "\n"
@@ -105,16 +123,28 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: bad JSON, 5000-digit ints
         raise CheckpointError(f"{path}: unreadable JSON ({e}); delete it or retrain") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply; delete it or retrain") from None
 
 
 def _save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = dict(metadata, tensors_sha256=tensors_digest(flat))
-    return _atomic(path, lambda p: save_file(flat, str(p), metadata=meta))
+    meta["metadata_sha256"] = metadata_digest(meta)
+    data = save(flat, metadata=meta)
+    # Python writes the bytes: a full disk is an OSError (safetensors' own file writer reports
+    # it as a SafetensorError that names no errno)
+    return _atomic(path, lambda p: p.write_bytes(data))
+
+
+def metadata_digest(metadata: Mapping[str, str]) -> str:
+    """SHA-256 over the metadata items (but this digest itself), in sorted key order."""
+    items = sorted((k, v) for k, v in metadata.items() if k != "metadata_sha256")
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -139,6 +169,11 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise CheckpointError(
             f"{path}: its tensors do not match the SHA-256 in its metadata: the file was "
             "changed or corrupted after it was written; retrain or restore it"
+        )
+    if metadata.get("metadata_sha256") != metadata_digest(metadata):
+        raise CheckpointError(
+            f"{path}: its metadata does not match the SHA-256 written with it: the header was "
+            "edited or corrupted after it was written; retrain or restore it"
         )
     return tensors, metadata
 
@@ -202,9 +237,45 @@ def _decode_metadata(path: Path, meta: dict[str, str]) -> dict:
     for key in _JSON_KEYS:
         try:
             out[key] = json.loads(meta[key])
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON") from None
+    problem = _metadata_problem(out)
+    if problem:
+        raise CheckpointError(f"{path}: metadata {problem}; the file was not written by cnnlab "
+                              "or was edited: retrain or restore it")  # fmt: skip
     return out
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_key(v) -> bool:
+    """A dict key `flatten_state` can have written (JSON scalars; lists are unhashable)."""
+    return v is None or isinstance(v, str | int | float)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _metadata_problem(meta: dict) -> str | None:
+    """What is wrong with decoded metadata values (types, lengths), or None."""
+    shape, classes = meta["input_shape"], meta["classes"]
+    if not isinstance(meta["model_kwargs"], dict):
+        return "'model_kwargs' is not a JSON object"
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) and v > 0 for v in shape)):
+        return f"'input_shape' {str(shape)[:40]} is not three positive ints (C, H, W)"
+    names = isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+    if not (names and len(classes) >= 2):
+        return "'classes' is not a list of at least two names"
+    for key in ("mean", "std"):
+        values = meta[key]
+        if not (isinstance(values, list) and len(values) == shape[0] and all(map(_is_number, values))):
+            return f"{key!r} is not {shape[0]} finite numbers (one per channel)"
+    if min(meta["std"]) <= 0:
+        return "'std' has a value <= 0"
+    return None
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:
@@ -221,13 +292,21 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     folder = weights.parent
     if not folder.exists():
         raise CheckpointError(f"{folder}: no such run folder; train one with `cnnlab train --out`")
+    if not weights.exists() and (folder / CONFIG).is_file():
+        raise CheckpointError(f"{folder}: no complete epoch yet (training stopped before its "
+                              "first save); train it again")  # fmt: skip
     tensors, raw_meta = _load_tensors(weights)
     meta = _decode_metadata(weights, raw_meta)
+    if raw_meta.get("epochs_done") == "0":  # fit's epoch-0 save, kept only for resuming
+        raise CheckpointError(
+            f"{weights}: no complete epoch yet (training stopped during epoch 1); finish it with "
+            f"`cnnlab train --resume {folder}`"
+        )
     try:
         input_shape = tuple(int(s) for s in meta["input_shape"])
         model = get_model(meta["model_name"], input_shape, len(meta["classes"]),
                           **meta["model_kwargs"])  # fmt: skip
-    except (ConfigError, TypeError, ValueError) as e:
+    except (CnnlabError, TypeError, ValueError) as e:  # ShapeError too: input too small
         raise CheckpointError(f"{weights}: cannot rebuild its model ({e})") from None
     try:
         model.load_state_dict(tensors, strict=True)
@@ -282,15 +361,23 @@ def flatten_state(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> An
 
 
 def unflatten_state(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
-    """Inverse of `flatten_state`."""
+    """Inverse of `flatten_state`; a skeleton it could not have written is a CheckpointError."""
     if isinstance(obj, dict):
         if set(obj) == {"__tensor__"}:
-            if obj["__tensor__"] not in tensors:
-                raise CheckpointError(f"resume state lacks tensor {obj['__tensor__']!r}")
-            return tensors[obj["__tensor__"]]
+            name = obj["__tensor__"]
+            if not isinstance(name, str) or name not in tensors:
+                raise CheckpointError(f"resume state lacks tensor {str(name)[:60]!r}")
+            return tensors[name]
         if set(obj) == {"__items__"}:
-            return {k: unflatten_state(v, tensors) for k, v in obj["__items__"]}
+            items = obj["__items__"]
+            if not isinstance(items, list) or not all(
+                isinstance(kv, list) and len(kv) == 2 and _is_key(kv[0]) for kv in items
+            ):
+                raise CheckpointError("resume state: '__items__' is not a list of [key, value] pairs")
+            return {k: unflatten_state(v, tensors) for k, v in items}
         if set(obj) == {"__tuple__"}:
+            if not isinstance(obj["__tuple__"], list):
+                raise CheckpointError("resume state: '__tuple__' is not a list")
             return tuple(unflatten_state(v, tensors) for v in obj["__tuple__"])
         return {k: unflatten_state(v, tensors) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -299,32 +386,44 @@ def unflatten_state(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
 
 
 def save_resume_state(run_dir: str | os.PathLike, state: dict) -> None:
-    """Write resume.safetensors then resume.json (both atomically) from a nested state dict.
+    """Write resume.safetensors (tensors + the JSON rest in its metadata), then resume.json.
 
     `state` holds tensors anywhere (model, optimiser, scheduler, RNG states) and must have an
-    int "epoch"; the JSON repeats it so that a mismatched pair is detected on load.
+    int "epoch". The safetensors file alone is the resume state, replaced in one atomic step,
+    so a process killed between the two writes still leaves a complete, matching state;
+    resume.json is a copy for people to read.
     """
     folder = Path(run_dir)
     tensors: dict[str, torch.Tensor] = {}
-    skeleton = flatten_state(state, "state", tensors)
-    epoch = str(state["epoch"])
-    _save_tensors(folder / RESUME_TENSORS, tensors, {"epoch": epoch, "format": "cnnlab-resume-1"})
-    write_json(folder / RESUME_JSON, {"format": "cnnlab-resume-1", "epoch": state["epoch"],
-                                      "state": skeleton})  # fmt: skip
+    doc = {"format": RESUME_FORMAT, "epoch": state["epoch"],
+           "state": flatten_state(state, "state", tensors)}  # fmt: skip
+    text = json.dumps(doc, default=_json_default)
+    meta = {"epoch": str(state["epoch"]), "format": RESUME_FORMAT, "resume": text}
+    _save_tensors(folder / RESUME_TENSORS, tensors, meta)
+    write_json(folder / RESUME_JSON, doc)
 
 
 def load_resume_state(run_dir: str | os.PathLike) -> dict:
-    """Read the pair written by `save_resume_state` and rebuild the nested state dict."""
+    """Read resume.safetensors (written by `save_resume_state`) into the nested state dict."""
     folder = Path(run_dir)
-    if not (folder / RESUME_JSON).is_file():
+    if not (folder / RESUME_TENSORS).is_file():
         raise CheckpointError(
-            f"{folder}: no {RESUME_JSON}; only runs trained by cnnlab >= 0.1 can be resumed"
+            f"{folder}: no {RESUME_TENSORS}: not a cnnlab run folder, or training stopped "
+            "before its first save; start it again"
         )
-    doc = read_json(folder / RESUME_JSON)
     tensors, meta = _load_tensors(folder / RESUME_TENSORS)
+    where = folder / RESUME_TENSORS
+    try:
+        doc = json.loads(meta["resume"])
+    except KeyError:
+        raise CheckpointError(f"{where}: no resume state in its metadata; start a new run") from None
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{where}: its resume state is not valid JSON; start a new run") from None
     if not isinstance(doc, dict) or "state" not in doc or str(doc.get("epoch")) != meta.get("epoch"):
-        raise CheckpointError(
-            f"{folder}: {RESUME_JSON} and {RESUME_TENSORS} do not belong together "
-            "(one was replaced or the write was interrupted); start a new run"
-        )
-    return unflatten_state(doc["state"], tensors)
+        raise CheckpointError(f"{where}: its resume state is inconsistent; start a new run")
+    try:
+        return unflatten_state(doc["state"], tensors)
+    except CheckpointError as e:
+        raise CheckpointError(f"{where}: {e}; start a new run") from None
+    except RecursionError:
+        raise CheckpointError(f"{where}: its resume state nests too deeply; start a new run") from None

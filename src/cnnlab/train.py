@@ -27,7 +27,7 @@ from cnnlab import distributed, runs
 from cnnlab.collapse import check_collapse, dead_relu_fraction  # noqa: F401 (re-exported)
 from cnnlab.data.batches import Augment, InMemoryBatches
 from cnnlab.data.loader import LoaderBatches
-from cnnlab.errors import ConfigError, TrainingDivergedError
+from cnnlab.errors import CheckpointError, ConfigError, TrainingDivergedError
 from cnnlab.models import get_model
 
 Callback = Callable[[dict], None]
@@ -73,6 +73,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting and its fix."""
+        kwargs = self.model_kwargs
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ConfigError(f"model_kwargs must be a dict of options, not {self.model_kwargs!r:.60}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -402,10 +405,14 @@ RESUME_MAY_CHANGE = ("epochs", "device", "threads", "data_root")
 
 def resume_config(run_dir: str | Path, **overrides) -> TrainConfig:
     """The saved config of a run folder with `overrides` (None values ignored) applied."""
-    doc = runs.read_json(Path(run_dir) / runs.RESUME_JSON)
-    saved = runs.unflatten_state(doc.get("state", {}).get("config", {}), {})
+    saved = runs.load_resume_state(run_dir).get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{run_dir}: its resume state has no config; start a new run")
     config = TrainConfig.from_dict({**saved, **{k: v for k, v in overrides.items() if v is not None}})
-    config.validate()
+    try:
+        config.validate()
+    except TypeError as e:  # a value of the wrong type in an edited resume state
+        raise CheckpointError(f"{run_dir}: its saved config is invalid ({e}); start a new run") from None
     return config
 
 
@@ -458,7 +465,7 @@ def _save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, met
     """Weights, metrics, curves and the resume pair of the epoch just finished."""
     from cnnlab.plots import training_curves
 
-    with _sigint_deferred():
+    with _sigint_deferred(), _disk_errors(out_dir, len(metrics)):
         runs.save_weights(out_dir / runs.WEIGHTS, model, dict(meta, epochs_done=len(metrics)))
         runs.write_json(out_dir / runs.METRICS, metrics)
         runs.save_resume_state(out_dir, {
@@ -468,7 +475,23 @@ def _save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, met
             "rng": _rng_state(),
         })  # fmt: skip
     if metrics:
-        training_curves(metrics, out_dir / runs.CURVES, title=f"{config.model} on {config.dataset}")
+        with _disk_errors(out_dir, len(metrics)):
+            training_curves(metrics, out_dir / runs.CURVES, title=f"{config.model} on {config.dataset}")
+
+
+@contextlib.contextmanager
+def _disk_errors(out_dir: Path, epoch: int):
+    """A failed write (disk full, file too large, read-only) -> one CheckpointError line.
+
+    Every file is replaced atomically, so those already in the folder are still whole.
+    """
+    try:
+        yield
+    except OSError as e:
+        raise CheckpointError(
+            f"{out_dir}: cannot save epoch {epoch} ({e.strerror or e}); the files already there "
+            f"are intact: free some space and continue with `cnnlab train --resume {out_dir}`"
+        ) from None
 
 
 def fit(
@@ -535,14 +558,22 @@ def fit(
 
     metrics: list[dict] = []
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        metrics = list(state["metrics"])
-        _set_rng_state(state["rng"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            metrics = list(state["metrics"])
+            _set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:  # an edited resume state
+            raise CheckpointError(
+                f"{resume_from}: its resume state does not fit {config.model} ({type(e).__name__}: "
+                f"{str(e)[:200]}); start a new run"
+            ) from None
     if writes:
-        runs.write_json(out_dir / runs.CONFIG, asdict(config))
+        runs.remove_stale_parts(out_dir)  # left by a killed run; this process is the writer now
+        with _disk_errors(out_dir, len(metrics)):
+            runs.write_json(out_dir / runs.CONFIG, asdict(config))
         if state is None:  # epoch 0: a Ctrl-C in the first epoch still leaves a resumable run
             _save_epoch(out_dir, model, optimizer, scheduler, config, metrics, meta)
     probe = next(iter(test_batches))[0][:256]  # images for the dead-ReLU diagnosis

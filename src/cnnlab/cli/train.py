@@ -23,12 +23,23 @@ DEFAULTS = {"model": "cnn", "dataset": "mnist", "epochs": 3, "batch_size": 128, 
             "label_smoothing": 0.0, "seed": 0, "device": "auto"}  # fmt: skip
 
 
+def json_object(text: str) -> dict:
+    """--model-kwargs: a JSON object; anything else is argparse's usage error, not a traceback."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({type(e).__name__})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, like '{\"hidden\": [128]}'")
+    return value
+
+
 def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> None:
     """The TrainConfig flags (all default to None: unset means recipe or TrainConfig default)."""
     d = DEFAULTS
     if models_flag:
         p.add_argument("--model", help=f"model name, see `cnnlab models` (default: {d['model']})")
-        p.add_argument("--model-kwargs", type=json.loads, metavar="JSON",
+        p.add_argument("--model-kwargs", type=json_object, metavar="JSON",
                        help="builder options as JSON, e.g. '{\"channels\": [6, 1]}' (default: {})")
     p.add_argument("--recipe", help="named settings: lesson-mlp, lesson-cnn, fast (99 %% in one "
                    "CPU epoch), best (most accurate in ~10 min) (default: none)")

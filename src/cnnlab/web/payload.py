@@ -97,8 +97,10 @@ def _from_json(body: bytes) -> tuple[bytes, str]:
         raise ImageInputError(f"empty request body: send {ACCEPTED}", "empty")
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, a 5000-digit number
         raise HTTPException(400, f'body is not valid JSON ({e}); send {{"image": "<base64>"}}') from None
+    except RecursionError:  # [[[[... deeper than the parser's recursion limit
+        raise HTTPException(400, 'body is JSON nested too deeply; send {"image": "<base64>"}') from None
     if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
         raise HTTPException(422, "JSON body needs a string field 'image': base64 bytes or a data URL")
     return decode_base64_image(doc["image"]), "image"

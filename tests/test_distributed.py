@@ -163,7 +163,7 @@ def test_two_processes_train_the_one_process_model_and_resume(tmp_path, real_roo
     takes every other sample of the same seeded permutation. So an MLP ends with the same
     weights up to float rounding (the sum is split differently). A BatchNorm model does not:
     each process normalises its 32 images by their own mean and variance, not the 64 images',
-    so its updates differ slightly (--sync-bn fixes that on GPUs); see the fake-data test below.
+    so its updates differ slightly (--sync-bn fixes that on GPUs); see the image-folder test below.
     The distributed run also stops after epoch 1 and is resumed by a second torchrun.
     """
     settings = dict(model="mlp", train_subset=1024, test_subset=500, batch_size=64,

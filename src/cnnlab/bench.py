@@ -355,6 +355,7 @@ def best_run(
     if seeds < 1 or not 0 <= ensemble <= seeds:
         raise ConfigError(f"need seeds >= 1 and 0 <= ensemble <= seeds, not {seeds}, {ensemble}")
     emit = callback or (lambda event: None)
+    load_before = _load_average()
     rows, probs, targets, config = [], [], None, None
     for seed in range(seeds):
         config = make_config(recipe, seed=seed, dataset=dataset, data_root=data_root, device=device,
@@ -372,7 +373,7 @@ def best_run(
         "benchmark": "best", "recipe": recipe, "dataset": dataset, "device": device,
         "machine": machine_info(), "config": asdict(config), "threads": torch.get_num_threads(),
         "seeds": rows, "train_s": stats([r["train_s"] for r in rows]),
-        "test_acc": stats([r["test_acc"] for r in rows]),
+        "test_acc": stats([r["test_acc"] for r in rows]), "load_average_before": load_before,
     }  # fmt: skip
     if ensemble:
         mean_probs = torch.stack(probs[:ensemble]).mean(0)  # (N, classes)
@@ -406,8 +407,10 @@ def _machine_line(r: dict) -> str:
     family = f" (family {m['cpu_family']}, model {m['model']})" if "cpu_family" in m else ""
     return (f"Machine: {m['cpu']}{family}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none'} "
             f"(torch kernels: {m['torch_cpu_capability']}), torch {m['torch']}, "
-            f"{r.get('threads', m['threads'])} thread(s), load average at start "
-            f"{r.get('load_average_before', m['load_average'])}{gpu}.")  # fmt: skip
+            f"{r.get('threads', m['threads'])} thread(s), "
+            + (f"load average at start {r['load_average_before']}" if "load_average_before" in r
+               else f"load average at the end {m['load_average']}")
+            + f"{gpu}.")  # fmt: skip
 
 
 def _row(label: str, s: dict, scale: float = 1.0) -> str:

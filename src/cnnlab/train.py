@@ -600,7 +600,11 @@ def fit(
                    "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
             metrics.append(row)
             if writes:
-                _save_epoch(out_dir, model, optimizer, scheduler, config, metrics, meta)
+                try:
+                    _save_epoch(out_dir, model, optimizer, scheduler, config, metrics, meta)
+                except KeyboardInterrupt:  # Ctrl-C was held until the epoch's files were all written
+                    saved = len(metrics)
+                    raise
             saved = len(metrics)
             emit({"event": "epoch_end", "epochs": config.epochs, **row})  # after the save
             if epoch == 0:

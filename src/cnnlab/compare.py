@@ -165,7 +165,8 @@ def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = 
         rel = os.path.relpath(r.run_dir, out)
         lines += [f"## {r.name}", "",
                   f"`{c.optimizer}` lr {c.lr:g} ({c.schedule}), batch {c.batch_size}, "
-                  f"{c.epochs} epochs, seed {c.seed}, augment {c.augment}; run folder "
+                  f"{c.epochs} epochs, seed {c.seed}, augment {c.augment}, inputs "
+                  f"{'standardised' if c.normalize else 'in [0, 1]'}; run folder "
                   f"[`{rel}/`]({rel}/) (`cnnlab eval {r.run_dir}`).", "",
                   f"![{r.name} errors]({rel}/errors.png)", ""]  # fmt: skip
     return runs.write_text(out / REPORT, "\n".join(lines))

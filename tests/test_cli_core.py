@@ -78,7 +78,7 @@ def test_compare_writes_report_and_runs(fake_dataset, tmp_path, capsys):
     assert "MACs/image" in printed and "test acc %" in printed and "report:" in printed
     report = (out / "report.md").read_text()
     assert "| mlp |" in report and "| lesson-cnn |" in report
-    assert "![curves](curves.png)" in report and "test errors" in report.splitlines()[2]
+    assert "![curves](curves.png)" in report and "test errors" in report.split("## Result")[1]
     for name in ("curves.png", "confusion.png", "mlp/model.safetensors",
                  "lesson-cnn/errors.png", "lesson-cnn/eval.json"):
         assert (out / name).is_file(), name
@@ -86,3 +86,13 @@ def test_compare_writes_report_and_runs(fake_dataset, tmp_path, capsys):
     assert len(json.loads((out / "lesson-cnn" / "metrics.json").read_text())) == 2
     assert main(["compare", "mlp", "cnn", *FAST, "--epochs", "vgg=2", "--out", str(out)]) == 2
     assert "'vgg' is not among" in capsys.readouterr().err
+
+
+def test_help_defaults_match_trainconfig():
+    from dataclasses import fields
+
+    from cnnlab.cli.train import DEFAULTS
+    from cnnlab.train import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    assert {k: defaults[k] for k in DEFAULTS} == DEFAULTS

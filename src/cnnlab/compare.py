@@ -49,6 +49,7 @@ def compare_models(
     per_model: dict[str, dict] | None = None,
     callback: Callback | None = None,
     report_intro: str = "",
+    report_title: str | None = None,
 ) -> list[ComparedModel]:
     """Train each model with `base` (plus its `per_model` overrides), evaluate, write the report.
 
@@ -58,7 +59,8 @@ def compare_models(
         base: the shared settings (dataset, seed, epochs, ...); its `model` is replaced.
         per_model: name -> TrainConfig overrides for that model (e.g. {"mlp": {"lr": 0.01}}).
         callback: progress events of each fit, plus {"event": "model", "name": ...} first.
-        report_intro: markdown put in report.md after the table (e.g. the demo's samples).
+        report_intro: markdown put in report.md before the results (e.g. the demo's samples).
+        report_title: report.md's heading (default: "Comparison on DATASET").
     """
     if len(set(models)) != len(models) or not models:
         raise ConfigError(f"compare needs distinct model names, not {models}")
@@ -91,7 +93,7 @@ def compare_models(
         classes = info.classes
     plots.comparison_curves(histories, out / CURVES)
     plots.confusion_matrices(confusions, classes, out / CONFUSION)
-    write_report(rows, out, base.dataset, report_intro)
+    write_report(rows, out, report_title or f"Comparison on {base.dataset}", report_intro)
     return rows
 
 
@@ -143,16 +145,19 @@ def machine_description() -> str:
             f"torch {torch.__version__}, Python {platform.python_version()}")  # fmt: skip
 
 
-def write_report(rows: list[ComparedModel], out: Path, dataset: str, extra: str = "") -> Path:
-    """report.md: the table, the sentence, the plots, each model's settings and files."""
+def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = "") -> Path:
+    """report.md: the sentence, the table, the plots, each model's settings and files."""
     headers, body = table_rows(rows)
-    lines = [f"# Comparison on {dataset}", "", lesson_sentence(rows), "",
-             "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]  # fmt: skip
+    lines = [f"# {title}", ""]
+    if intro:
+        lines += [intro.strip(), ""]
+    lines += ["## Result", "", lesson_sentence(rows), "",
+              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]  # fmt: skip
     lines += ["| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |"
               for row in body]  # fmt: skip
     lines += ["", "Same data, same seed; settings per model below. Training seconds count the "
               "training steps only (not evaluation); the machine: " + machine_description() + ".",
-              "", extra, "## Curves", "", f"![curves]({CURVES})", "",
+              "", "## Curves", "", f"![curves]({CURVES})", "",
               "## Confusion matrices (test set, % of each true class)", "",
               f"![confusion]({CONFUSION})", ""]  # fmt: skip
     for r in rows:

@@ -82,7 +82,9 @@ def evaluate_run(
     ds = load_split(run, split, root)
     dev = resolve_device(device)
     model = run.model.to(dev)
-    result = evaluate(model, split_batches(run, ds, subset=subset, device=dev), return_outputs=True)
+    tta = int((run.config or {}).get("tta", 0))  # the run's own test-time augmentation
+    result = evaluate(model, split_batches(run, ds, subset=subset, device=dev), return_outputs=True,
+                      tta=tta)  # fmt: skip
     probs, targets = result["probs"], result["targets"]
     confidence, preds = probs.max(1)
     cm = metrics.confusion_matrix(targets, preds, run.num_classes)

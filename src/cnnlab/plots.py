@@ -42,7 +42,8 @@ def image_grid(
     n = len(images)
     cols = cols or min(n, 6 if n <= 12 else 10)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + (0.4 if suptitle else 0)),
+                             squeeze=False, layout="constrained")
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -57,7 +58,6 @@ def image_grid(
         ax.set_title(titles[i], fontsize=9, color=title_colors[i] if title_colors else "black")
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     return save_figure(fig, out)
 
 

@@ -2,6 +2,10 @@
 
 The flags mirror TrainConfig (kebab-case). A flag left out takes the recipe's value (with
 `--recipe`), else TrainConfig's default.
+
+Several processes (CPU cores, GPUs, machines): `torchrun --nproc_per_node N -m cnnlab train ...`
+with the same flags. --batch-size stays the global batch (each process takes 1/N of it), so
+the same flags train the same model whatever N; rank 0 prints and writes the run folder.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from cnnlab.cli.output import progress_enabled
 
 # TrainConfig defaults repeated for --help only (importing train here would load torch).
-DEFAULTS = {"model": "cnn", "dataset": "mnist", "epochs": 3, "batch_size": 128, "lr": 0.005,
+DEFAULTS = {"model": "cnn", "dataset": "mnist", "epochs": 3, "batch_size": 128, "lr": 0.01,
             "optimizer": "adam", "schedule": "onecycle", "weight_decay": 0.0,
             "label_smoothing": 0.0, "seed": 0, "device": "auto"}  # fmt: skip
 
@@ -37,18 +41,24 @@ def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> 
         p.add_argument("--model", help=f"model name, see `cnnlab models` (default: {d['model']})")
         p.add_argument("--model-kwargs", type=json_object, metavar="JSON",
                        help="builder options as JSON, e.g. '{\"channels\": [6, 1]}' (default: {})")
-    p.add_argument("--recipe", help="named settings: lesson-mlp, lesson-cnn, ... (default: none)")
+    p.add_argument("--recipe", help="named settings: lesson-mlp, lesson-cnn, fast (99 %% in one "
+                   "CPU epoch), best (most accurate in ~10 min) (default: none)")
     p.add_argument("--dataset",
                    help=f"mnist, fashion-mnist or imagefolder:PATH (default: {d['dataset']})")
     p.add_argument("--root", dest="data_root",
                    help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
     p.add_argument("--epochs", help=f"epochs (default: {d['epochs']})")
-    p.add_argument("--batch-size", help=f"images per step (default: {d['batch_size']})")
+    p.add_argument("--batch-size", help="images per step, global: under torchrun each of N "
+                   "processes takes 1/N of it, so keep --lr when changing N; when you multiply "
+                   "--batch-size by k, multiply --lr by k (sgd) or sqrt(k) (adam) "
+                   f"(default: {d['batch_size']})")
     p.add_argument("--lr", help=f"(peak) learning rate (default: {d['lr']})")
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"],
                    help=f"(default: {d['optimizer']})")
     p.add_argument("--schedule", choices=["constant", "onecycle", "cosine"],
                    help=f"learning-rate schedule (default: {d['schedule']})")
+    p.add_argument("--adam-betas", type=float, nargs=2, metavar=("B1", "B2"),
+                   help="Adam's moment decay rates (default: 0.9 0.999)")
     p.add_argument("--weight-decay", type=float, help=f"(default: {d['weight_decay']})")
     p.add_argument("--label-smoothing", type=float, help=f"(default: {d['label_smoothing']})")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
@@ -66,6 +76,9 @@ def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> 
                    help="NHWC memory layout (default: on)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="bfloat16 autocast on CUDA / AVX512-BF16 CPUs (default: off)")
+    p.add_argument("--tta", type=int,
+                   help="test-time augmentation: also average over N one-pixel shifts, 0-8 "
+                        "(default: 0)")
 
 
 NUMERIC = {"epochs": int, "batch_size": int, "lr": float}
@@ -76,8 +89,9 @@ def config_overrides(args, numeric=True) -> dict:
     from cnnlab.errors import ConfigError
 
     keys = ["model", "model_kwargs", "dataset", "data_root", "epochs", "batch_size", "lr",
-            "optimizer", "schedule", "weight_decay", "label_smoothing", "augment", "normalize", "seed",
-            "device", "threads", "train_subset", "test_subset", "channels_last", "bf16"]  # fmt: skip
+            "optimizer", "adam_betas", "schedule", "weight_decay", "label_smoothing", "augment",
+            "normalize", "seed", "device", "threads", "train_subset", "test_subset",
+            "channels_last", "bf16", "tta", "sync_bn"]  # fmt: skip
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if numeric:
         for key, kind in NUMERIC.items():
@@ -94,6 +108,12 @@ def register(sub, common) -> None:
     p = sub.add_parser("train", parents=[common], help="train a model into a run folder",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_options(p)
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
+                   help="under torchrun on GPUs: BatchNorm statistics over the global batch, "
+                        "not each process's share (default: off)")
+    p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                   help="under torchrun: how long a process waits for the others before the job "
+                        "fails (default: 600)")
     p.add_argument("--out", help="run folder (default: runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN", help="continue this run folder (default: none)")
     p.add_argument("--overwrite", action="store_true",
@@ -131,8 +151,10 @@ class Progress:
         elif kind == "start" and not self.quiet:
             c = event["config"]
             again = f", resuming after epoch {event['start_epoch']}" if event["start_epoch"] else ""
+            n = event.get("processes", 1)
+            where = f"{n} processes ({event['device']} on rank 0)" if n > 1 else event["device"]
             print(f"{self.label}training {c['model']} on {c['dataset']} ({event['train_samples']} "
-                  f"images, {event['steps']} steps/epoch) on {event['device']}{again}", flush=True)
+                  f"images, {event['steps']} steps/epoch) on {where}{again}", flush=True)
         elif kind == "warning":
             print(f"cnnlab: warning: {event['message']}", file=sys.stderr)
         elif kind == "interrupted":
@@ -151,9 +173,9 @@ def resume_hint(out_dir) -> str:
 def cmd_train(args) -> int:
     from pathlib import Path
 
-    from cnnlab import runs
+    from cnnlab import distributed, runs
     from cnnlab.errors import ConfigError
-    from cnnlab.train import TrainingInterrupted, fit, make_config, resume_config
+    from cnnlab.train import TrainingInterrupted, fit, make_config, resolve_device, resume_config
 
     overrides = config_overrides(args)
     if args.resume:
@@ -169,14 +191,23 @@ def cmd_train(args) -> int:
                               f"`--resume {out}`, or --overwrite")  # fmt: skip
     progress = Progress(args)
     try:
+        # under torchrun: join the job (no-op otherwise); fit trains this process's shard
+        ctx = distributed.setup(resolve_device(config.device), timeout_s=args.dist_timeout)
         result = fit(config, out, callback=progress, resume_from=args.resume)
     except TrainingInterrupted as e:
         progress.close()
-        print(f"cnnlab: interrupted after {e.epochs_done} epoch(s); the run is saved in {out}; "
-              + resume_hint(out), file=sys.stderr)  # fmt: skip
+        if distributed.is_main_process():
+            print(f"cnnlab: interrupted after {e.epochs_done} epoch(s); the run is saved in {out}; "
+                  + resume_hint(out), file=sys.stderr)  # fmt: skip
         return 130
+    except Exception as e:
+        distributed.record_error(e)  # torchrun's failure summary then names this rank's error
+        raise
     finally:
         progress.close()
+    distributed.cleanup()
+    if not ctx.is_main:
+        return 0
     final = result.final
     print(f"{config.model}: test accuracy {100 * final['test_acc']:.2f}% (loss "
           f"{final['test_loss']:.4f}) after {len(result.metrics)} epochs, "

@@ -67,6 +67,11 @@ def shift_batch(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> 
     return out.permute(0, 3, 1, 2)
 
 
+def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Seed of an epoch's augmentation draws; each rank of a job draws its own jitter."""
+    return seed * 7_000_003 + epoch + 1 + rank * 1_000_000_007
+
+
 class InMemoryBatches:
     """Iterate (x, y) batches over uint8 images held in memory.
 
@@ -80,7 +85,11 @@ class InMemoryBatches:
         drop_last: drop the final short batch.
         channels_last: return x in channels_last memory format (faster convs on CPU).
         device: where batches are produced (images are moved there once).
-        rank, world_size: shard each epoch's permutation across processes.
+        rank, world_size: shard each epoch's permutation across processes: rank r takes
+            every world_size-th sample of it, starting at r.
+        even_shards: drop the last N % world_size samples of the permutation so every rank
+            has as many batches (training: each step is a collective); False gives every
+            sample to exactly one rank (evaluation, where the sums are all-reduced once).
     """
 
     def __init__(
@@ -99,20 +108,25 @@ class InMemoryBatches:
         device: str | torch.device = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        even_shards: bool = True,
     ):
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ConfigError("InMemoryBatches needs uint8 images of shape (N, C, H, W)")
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, not {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is outside a world of {world_size} process(es)")
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.targets = targets.to(self.device)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.augment, self.drop_last, self.channels_last = augment, drop_last, channels_last
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.even_shards = rank, world_size, even_shards
         c = images.shape[1]
         self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1) * 255
+        # x * scale + shift == (x - mean) / std, applied in place: two passes instead of four
+        self.scale, self.shift = 1 / self.std, -self.mean / self.std
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -127,32 +141,39 @@ class InMemoryBatches:
         else:
             order = torch.arange(n)
         if self.world_size > 1:  # every rank takes a strided slice of the same permutation
-            per_rank = n // self.world_size
-            order = order[: per_rank * self.world_size][self.rank :: self.world_size]
+            if self.even_shards:
+                order = order[: (n // self.world_size) * self.world_size]
+            order = order[self.rank :: self.world_size]
         return order.to(self.device)
 
+    def _shard_size(self) -> int:
+        """Samples this rank sees per epoch."""
+        n, w = len(self.targets), self.world_size
+        return n // w if self.even_shards else len(range(self.rank, n, w))
+
     def __len__(self) -> int:
-        n = len(self.targets) // self.world_size
+        n = self._shard_size()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     @property
     def num_samples(self) -> int:
-        n = len(self.targets) // self.world_size
+        n = self._shard_size()
         return len(self) * self.batch_size if self.drop_last else n
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._indices()
-        g = torch.Generator().manual_seed(self.seed * 7_000_003 + self.epoch + 1)
+        g = torch.Generator().manual_seed(augment_seed(self.seed, self.epoch, self.rank))
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.images[idx].float()  # (B, C, H, W) in 0..255
+            # index_select is ~4x faster than images[idx] (advanced indexing) on CPU
+            x = self.images.index_select(0, idx).float()  # (B, C, H, W) in 0..255
             if self.augment is not None:  # before normalising, so the fill is black (0)
                 aug = self.augment
                 if aug.rotate == 0 and aug.scale == 0 and float(aug.translate).is_integer():
                     x = shift_batch(x, int(aug.translate), g)
                 else:
                     x = augment_batch(x, aug, g)
-            x = (x - self.mean) / self.std
+            x = x.mul_(self.scale).add_(self.shift)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.targets[idx]
+            yield x, self.targets.index_select(0, idx)

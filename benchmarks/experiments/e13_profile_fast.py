@@ -1,0 +1,67 @@
+"""E13: where the `fast` recipe's epoch goes: phase timers over a full epoch, then per-op profile.
+
+Phase timers (no profiler) split one real epoch (the recipe's model, optimiser, schedule, batch
+256, 1 thread) into gather / forward+loss / backward / optimizer+schedule. The profiler table
+(30 steps) then splits forward and backward by op; it inflates small ops, so read it for
+shares within a phase.
+"""
+
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from cnnlab.models import get_model
+from cnnlab.train import OPTIMIZERS, SCHEDULES, load_batches, make_config
+
+config = make_config("fast")
+torch.set_num_threads(config.threads)
+train, _, info = load_batches(config, torch.device("cpu"))
+torch.manual_seed(0)
+model = get_model("fast", info.image_shape, info.num_classes).to(memory_format=torch.channels_last)
+opt = OPTIMIZERS["adam"](model.parameters(), config.lr, 0.0, config.adam_betas)
+sched = SCHEDULES["onecycle"](opt, config.lr, len(train), config.cycle_momentum)
+loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+phases = dict(gather=0.0, forward=0.0, backward=0.0, optimizer=0.0)
+clock = time.process_time
+t_epoch = time.perf_counter()
+c_epoch = clock()
+it = iter(train)
+for _ in range(len(train)):
+    t0 = clock()
+    x, y = next(it)
+    t1 = clock()
+    loss = loss_fn(model(x), y)
+    t2 = clock()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    t3 = clock()
+    opt.step()
+    sched.step()
+    t4 = clock()
+    for k, a, b in (
+        ("gather", t0, t1),
+        ("forward", t1, t2),
+        ("backward", t2, t3),
+        ("optimizer", t3, t4),
+    ):
+        phases[k] += b - a
+wall, cpu = time.perf_counter() - t_epoch, clock() - c_epoch
+print(f"one epoch of the fast recipe ({len(train)} steps): {wall:.2f} s wall, {cpu:.2f} s CPU")
+for k, v in phases.items():
+    print(f"  {k:10s} {v:6.2f} s CPU  {100 * v / cpu:5.1f} %")
+print("load average:", open("/proc/loadavg").read().split()[:3])
+
+it = iter(train)
+with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    for _ in range(30):
+        x, y = next(it)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()  # (the schedule has run its course)
+print(
+    prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=36, max_shapes_column_width=48
+    )
+)

@@ -96,7 +96,9 @@ def check_folder_after_kill(run: Path) -> int:
         assert epochs >= 1 and loaded.model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     if (run / runs.RESUME_TENSORS).exists():
         state = runs.load_resume_state(run)
-        assert state["epoch"] == len(state["metrics"]) >= epochs  # resume is never behind
+        # the resume state is written last: a kill between the weights and it leaves resume one
+        # epoch behind the weights (that epoch is then trained again, to the same result)
+        assert state["epoch"] == len(state["metrics"]) >= epochs - 1
     return epochs
 
 

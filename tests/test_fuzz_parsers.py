@@ -45,6 +45,16 @@ matrix_text = st.one_of(
     st.integers(1, 3000).map(lambda n: "[" * n + "1" + "]" * n),
 )
 
+square_matrices = (
+    st.integers(1, 6)
+    .flatmap(
+        lambda w: st.lists(
+            st.lists(st.integers(-99, 99), min_size=w, max_size=w), min_size=1, max_size=6
+        )
+    )
+    .map(str)
+)
+
 
 def expect_own_errors(target: str, call) -> object | None:
     """Run call(); a CnnlabError is fine (counted), anything else propagates as the bug it is."""
@@ -60,7 +70,12 @@ def expect_own_errors(target: str, call) -> object | None:
 
 
 @fuzz_settings()
-@given(text=matrix_text, op=st.sampled_from(["max", "avg", "min"]), kernel=int_pairs, stride=int_pairs)
+@given(
+    text=st.one_of(square_matrices, matrix_text),
+    op=st.sampled_from(["max", "avg", "min"]),
+    kernel=int_pairs,
+    stride=int_pairs,
+)
 def test_parse_and_pool_matrix(text, op, kernel, stride):
     rows = expect_own_errors("pool: parse_matrix on random text", lambda: parse_matrix(text))
     if rows is not None:
@@ -108,15 +123,6 @@ odd_tokens = st.sampled_from(
 )
 good_sizes = st.integers(1, 40).map(str)
 size_tokens = st.integers(0, 11).flatmap(lambda i: odd_tokens if i == 0 else good_sizes)  # 1 odd in 12
-square_matrices = (
-    st.integers(1, 6)
-    .flatmap(
-        lambda w: st.lists(
-            st.lists(st.integers(-99, 99), min_size=w, max_size=w), min_size=1, max_size=6
-        )
-    )
-    .map(str)
-)
 SIZE_FLAGS = {
     "conv": ["--input", "--kernel", "--stride", "--padding", "--dilation"],
     "pool": ["--input", "--kernel", "--stride", "--padding", "--dilation"],

@@ -434,12 +434,22 @@ def _check_resumable(saved: TrainConfig, config: TrainConfig, run_dir) -> None:
 
 @contextlib.contextmanager
 def _sigint_deferred():
-    """Hold Ctrl-C while a run folder is written, so the files always match each other."""
-    if threading.current_thread() is not threading.main_thread():
+    """Hold Ctrl-C while a run folder is written, so the files always match each other.
+
+    Nested uses hold it until the outermost one ends.
+    """
+    if threading.current_thread() is not threading.main_thread() or getattr(
+        signal.getsignal(signal.SIGINT), "holds_sigint", False
+    ):
         yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+
+    def hold(*_):
+        caught.append(True)
+
+    hold.holds_sigint = True
+    previous = signal.signal(signal.SIGINT, hold)
     try:
         yield
     finally:
@@ -599,13 +609,10 @@ def fit(
                    "images_per_s": tr["images_per_s"],
                    "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
             metrics.append(row)
-            if writes:
-                try:
+            with _sigint_deferred():  # a Ctrl-C during the save is counted after it
+                if writes:
                     _save_epoch(out_dir, model, optimizer, scheduler, config, metrics, meta)
-                except KeyboardInterrupt:  # Ctrl-C was held until the epoch's files were all written
-                    saved = len(metrics)
-                    raise
-            saved = len(metrics)
+                saved = len(metrics)
             emit({"event": "epoch_end", "epochs": config.epochs, **row})  # after the save
             if epoch == 0:
                 check_collapse(config, row, info.num_classes, model, probe)

@@ -26,13 +26,15 @@ def learnable_images(n: int, num_classes: int = 10, seed: int = 0, size: int = 2
     return x, labels
 
 
-def write_fake_dataset(root: Path, name: str = "fake", n_train: int = 600, n_test: int = 200,
-                       gz: bool = False) -> datasets.DatasetInfo:
+def write_fake_dataset(
+    root: Path, name: str = "fake", n_train: int = 600, n_test: int = 200, gz: bool = False
+) -> datasets.DatasetInfo:
     """Write four IDX files under root/<FOLDER>/raw and return a matching DatasetInfo."""
     folder = name.upper()
     arrays = {}
-    arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"] = learnable_images(n_train, seed=1)
-    arrays["t10k-images-idx3-ubyte"], arrays["t10k-labels-idx1-ubyte"] = learnable_images(n_test, seed=2)
+    for split, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = learnable_images(n, seed=seed)
+        arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"] = images, labels
     md5s = {}
     for fname, arr in arrays.items():
         data = idx.encode_idx(arr)
@@ -40,11 +42,19 @@ def write_fake_dataset(root: Path, name: str = "fake", n_train: int = 600, n_tes
         idx.write_idx(root / folder / "raw" / (fname + (".gz" if gz else "")), arr)
     r = {k: Resource(k, v) for k, v in md5s.items()}
     return datasets.DatasetInfo(
-        name=name, classes=tuple(str(i) for i in range(10)), image_shape=(1, 28, 28),
-        mean=(0.2,), std=(0.3,), style="digits", folder=folder,
-        files={"train": (r["train-images-idx3-ubyte"], r["train-labels-idx1-ubyte"]),
-               "test": (r["t10k-images-idx3-ubyte"], r["t10k-labels-idx1-ubyte"])},
-        sources=(RootFiles(),), description="fake test data",
+        name=name,
+        classes=tuple(str(i) for i in range(10)),
+        image_shape=(1, 28, 28),
+        mean=(0.2,),
+        std=(0.3,),
+        style="digits",
+        folder=folder,
+        files={
+            "train": (r["train-images-idx3-ubyte"], r["train-labels-idx1-ubyte"]),
+            "test": (r["t10k-images-idx3-ubyte"], r["t10k-labels-idx1-ubyte"]),
+        },
+        sources=(RootFiles(),),
+        description="fake test data",
     )
 
 
@@ -56,6 +66,21 @@ def fake_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNLAB_DATA", str(tmp_path / "data"))
     datasets.clear_cache()
     yield info
+    datasets.clear_cache()
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch):
+    """The fake dataset registered as 'mnist' in root/MNIST/raw, where torchvision looks, and
+    the benchmarks' process-start probe (a subprocess) replaced by a constant."""
+    from cnnlab import bench
+
+    root = tmp_path / "data"
+    monkeypatch.setitem(datasets.DATASETS, "mnist", write_fake_dataset(root, name="mnist"))
+    monkeypatch.setenv("CNNLAB_DATA", str(root))
+    monkeypatch.setattr(bench, "process_start_seconds", lambda: 0.5)
+    datasets.clear_cache()
+    yield root
     datasets.clear_cache()
 
 

@@ -32,7 +32,7 @@ def test_seeded_and_epoch_dependent():
     a = InMemoryBatches(x, y, 10, shuffle=True, seed=1)
     b = InMemoryBatches(x, y, 10, shuffle=True, seed=1)
     first = [t for _, t in a]
-    assert all(torch.equal(p, q) for p, q in zip(first, [t for _, t in b]))
+    assert all(torch.equal(p, q) for p, q in zip(first, [t for _, t in b], strict=True))
     a.set_epoch(1)
     assert not torch.equal(torch.cat(first), torch.cat([t for _, t in a]))
 
@@ -72,8 +72,9 @@ def test_affine_augment_keeps_shape_and_mass():
 
 def test_augment_fills_black_not_mean():
     x = torch.zeros(8, 1, 6, 6, dtype=torch.uint8)
-    b = InMemoryBatches(x, torch.zeros(8, dtype=torch.long), 8, mean=(0.5,), std=(0.5,),
-                        augment=Augment(translate=2))
+    b = InMemoryBatches(
+        x, torch.zeros(8, dtype=torch.long), 8, mean=(0.5,), std=(0.5,), augment=Augment(translate=2)
+    )
     xb, _ = next(iter(b))
     assert torch.all(xb == -1)  # background stays background after the shift
 

@@ -79,8 +79,13 @@ def test_compare_writes_report_and_runs(fake_dataset, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| mlp |" in report and "| lesson-cnn |" in report
     assert "![curves](curves.png)" in report and "test errors" in report.split("## Result")[1]
-    for name in ("curves.png", "confusion.png", "mlp/model.safetensors",
-                 "lesson-cnn/errors.png", "lesson-cnn/eval.json"):
+    for name in (
+        "curves.png",
+        "confusion.png",
+        "mlp/model.safetensors",
+        "lesson-cnn/errors.png",
+        "lesson-cnn/eval.json",
+    ):
         assert (out / name).is_file(), name
     assert len(json.loads((out / "mlp" / "metrics.json").read_text())) == 1
     assert len(json.loads((out / "lesson-cnn" / "metrics.json").read_text())) == 2

@@ -24,8 +24,11 @@ def test_show_writes_png(fake_dataset, tmp_path, capsys):
 
 
 def test_errors_are_one_line_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cnnlab", "data", "info", "--dataset", "nope"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "data", "info", "--dataset", "nope"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "unknown dataset 'nope'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -33,8 +36,22 @@ def test_errors_are_one_line_exit_2(tmp_path):
 
 def test_missing_source_is_one_line(tmp_path):
     env = {"CNNLAB_DATA": str(tmp_path), "CNNLAB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "cnnlab", "data", "fetch", "--dataset", "fashion-mnist",
-                           "--root", str(tmp_path)], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnlab",
+            "data",
+            "fetch",
+            "--dataset",
+            "fashion-mnist",
+            "--root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode == 0:
         pytest.skip("Fashion-MNIST is installed system-wide here, so fetch succeeds")
     assert proc.returncode == 2 and "Tried:" in proc.stderr

@@ -2,7 +2,6 @@
 
 import hashlib
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -44,11 +43,17 @@ def test_fewer_labels_than_images_fails_at_load(tmp_path, monkeypatch):
     idx.write_idx(labels_path, short)
     res = dict((r.name, r) for r in info.resources)
     res["train-labels-idx1-ubyte"] = type(res["train-labels-idx1-ubyte"])(
-        "train-labels-idx1-ubyte", hashlib.md5(idx.encode_idx(short)).hexdigest())
-    files = {"train": (res["train-images-idx3-ubyte"], res["train-labels-idx1-ubyte"]),
-             "test": info.files["test"]}
-    monkeypatch.setitem(datasets.DATASETS, "short", datasets.DatasetInfo(
-        **{**info.__dict__, "name": "short", "files": files}))
+        "train-labels-idx1-ubyte", hashlib.md5(idx.encode_idx(short)).hexdigest()
+    )
+    files = {
+        "train": (res["train-images-idx3-ubyte"], res["train-labels-idx1-ubyte"]),
+        "test": info.files["test"],
+    }
+    monkeypatch.setitem(
+        datasets.DATASETS,
+        "short",
+        datasets.DatasetInfo(**{**info.__dict__, "name": "short", "files": files}),
+    )
     datasets.clear_cache()
     with pytest.raises(DatasetFormatError, match="600 images but .* 599 labels"):
         datasets.load_dataset("short", "train", tmp_path)

@@ -53,10 +53,14 @@ def test_mlp_is_the_lessons_simple_nn():
     model = get_model("mlp")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
-        (784, 256), (256, 128), (128, 64), (64, 10)
+        (784, 256),
+        (256, 128),
+        (128, 64),
+        (64, 10),
     ]
-    assert [m.out_features for m in get_model("mlp", hidden=(32,)).modules()
-            if isinstance(m, nn.Linear)] == [32, 10]
+    assert [
+        m.out_features for m in get_model("mlp", hidden=(32,)).modules() if isinstance(m, nn.Linear)
+    ] == [32, 10]
 
 
 def test_count_macs_matches_a_hand_count():

@@ -24,7 +24,8 @@ def test_notebook_holds_every_seed_assert():
     source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     for line in SEED_ASSERTS:
         assert line in source, f"missing: {line}"
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit it without outputs"
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") for c in code_cells), "commit it without outputs"
 
 
 @pytest.mark.slow
@@ -33,8 +34,13 @@ def test_notebook_executes(tmp_path):
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=600, startup_timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb,
+        timeout=600,
+        startup_timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute()  # raises CellExecutionError (with the failing cell) on any error or assert
     outputs = "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])

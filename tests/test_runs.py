@@ -73,8 +73,7 @@ def test_byte_flipped_weights(tmp_path):
 
 def test_wrong_shape_and_unknown_model(tmp_path):
     model = get_model("mlp", hidden=(32,))
-    save_weights(tmp_path / "model.safetensors", model,
-                 run_metadata("mlp", {"hidden": [64]}, MNIST))
+    save_weights(tmp_path / "model.safetensors", model, run_metadata("mlp", {"hidden": [64]}, MNIST))
     with pytest.raises(CheckpointError, match="do not fit model 'mlp'"):
         load_run(tmp_path)
     save_weights(tmp_path / "model.safetensors", model, run_metadata("vgg99", {}, MNIST))
@@ -96,8 +95,13 @@ def test_resume_state_round_trip(tmp_path):
     model(torch.randn(4, 1, 28, 28)).sum().backward()
     opt.step()
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=50)
-    state = {"epoch": 3, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "rng": torch.get_rng_state(), "note": (1, "a", None)}
+    state = {
+        "epoch": 3,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng": torch.get_rng_state(),
+        "note": (1, "a", None),
+    }
     save_resume_state(tmp_path, state)
     back = load_resume_state(tmp_path)
     assert back["epoch"] == 3 and back["note"] == (1, "a", None)

@@ -5,11 +5,11 @@ import pickle
 
 import numpy as np
 import pytest
+from tests.conftest import write_fake_dataset
 
 from cnnlab.data import idx, sources
 from cnnlab.data.sources import Resource
 from cnnlab.errors import DatasetFormatError, DatasetNotFoundError
-from tests.conftest import write_fake_dataset
 
 
 def test_root_files_verified(tmp_path):
@@ -32,8 +32,11 @@ def test_one_flipped_byte_is_rejected(tmp_path, gz):
 
 def test_all_sources_failing_names_each(tmp_path):
     res = [Resource("train-images-idx3-ubyte", "0" * 32)]
-    srcs = [sources.RootFiles(), sources.DebianDirectory(str(tmp_path / "nowhere"), "pkg-x"),
-            sources.TorchvisionDownload("MNIST")]
+    srcs = [
+        sources.RootFiles(),
+        sources.DebianDirectory(str(tmp_path / "nowhere"), "pkg-x"),
+        sources.TorchvisionDownload("MNIST"),
+    ]
     with pytest.raises(DatasetNotFoundError) as err:
         sources.fetch("MNIST", res, tmp_path, srcs)
     msg = str(err.value)
@@ -46,6 +49,7 @@ class RunsCommand:
 
     def __reduce__(self):
         import os
+
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -63,7 +67,7 @@ def test_restricted_unpickler_loads_arrays(tmp_path):
     path = tmp_path / "ok.pkl"
     arrays = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1, 2])),)
     path.write_bytes(pickle.dumps(arrays))
-    (x, y), = sources.load_numpy_pickle(path)
+    ((x, y),) = sources.load_numpy_pickle(path)
     np.testing.assert_array_equal(x, arrays[0][0])
 
 
@@ -93,5 +97,6 @@ def test_corrupt_root_file_is_replaced_by_next_source(tmp_path):
     (root / info.folder / "raw" / "train-images-idx3-ubyte").write_bytes(b"junk")
     src = sources.DebianDirectory(str(deb_dir), "dataset-fake")
     result = sources.fetch(info.folder, info.resources, root, [sources.RootFiles(), src])
-    assert result.source.startswith("Debian") and "corrupt" in result.tried[0] or "truncated" in result.tried[0]
+    assert result.source.startswith("Debian")
+    assert "corrupt" in result.tried[0] or "truncated" in result.tried[0]
     assert sources.fetch(info.folder, info.resources, root, [sources.RootFiles()]).source == "data root"

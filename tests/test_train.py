@@ -56,15 +56,27 @@ def test_300_steps_drive_the_loss_down(fake_dataset):
 def test_run_folder_files_and_reload(fake_dataset, tmp_path):
     out = tmp_path / "run"
     result = fit(quick(model="mlp", epochs=2), out)
-    for name in ("model.safetensors", "metrics.json", "config.json", "curves.png",
-                 "resume.safetensors", "resume.json"):
+    for name in (
+        "model.safetensors",
+        "metrics.json",
+        "config.json",
+        "curves.png",
+        "resume.safetensors",
+        "resume.json",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.glob("*.part"))
     run = runs.load_run(out)
     assert run.model_name == "mlp" and run.dataset == "fake" and run.mean == (0.2,)
     assert [m["epoch"] for m in run.metrics] == [1, 2]
-    assert set(run.metrics[0]) >= {"train_loss", "train_acc", "test_loss", "test_acc",
-                                    "seconds", "images_per_s"}
+    assert set(run.metrics[0]) >= {
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "images_per_s",
+    }
     assert run.config["model"] == "mlp" and run.config["epochs"] == 2
     x = torch.randn(4, 1, 28, 28)
     assert torch.equal(run.model(x), result.model.cpu()(x))
@@ -82,8 +94,7 @@ def _assert_same(a, b):
 
 def test_two_epochs_then_resume_to_four_equals_four(fake_dataset, tmp_path):
     # cnn has BatchNorm (running stats) and dropout (global RNG): both must be restored
-    kw = dict(model="cnn", schedule="constant", lr=0.003, train_subset=256, test_subset=64,
-              augment=True)
+    kw = dict(model="cnn", schedule="constant", lr=0.003, train_subset=256, test_subset=64, augment=True)
     straight = fit(quick(epochs=4, **kw))
     fit(quick(epochs=2, **kw), tmp_path / "run")
     resumed = fit(resume_config(tmp_path / "run", epochs=4), resume_from=tmp_path / "run")
@@ -117,8 +128,9 @@ def test_resume_refuses_changed_settings(fake_dataset, tmp_path):
 
 def test_collapse_detector_fires_on_a_forced_collapse(fake_dataset):
     # Adam at lr 5 kills every ReLU of the lesson's one-channel CNN within a few steps
-    config = quick(model="lesson-cnn", model_kwargs={"channels": [6, 1]}, lr=5.0,
-                   schedule="constant", epochs=3)
+    config = quick(
+        model="lesson-cnn", model_kwargs={"channels": [6, 1]}, lr=5.0, schedule="constant", epochs=3
+    )
     with pytest.raises(TrainingDivergedError) as info:
         fit(config)
     message = str(info.value)
@@ -189,7 +201,11 @@ def test_ctrl_c_leaves_a_resumable_run(fake_dataset, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]))
     proc = subprocess.Popen(
         [sys.executable, "-c", SIGINT_SCRIPT, str(tmp_path / "data"), str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         deadline = time.time() + 120

@@ -77,8 +77,9 @@ def compare_models(
         if callback:
             callback({"event": "model", "name": name, "config": config})
         result = fit(config, out / name, callback=callback)
-        ev = evaluate_run(out / name, device=config.device, root=config.data_root,
-                          subset=config.test_subset)
+        ev = evaluate_run(
+            out / name, device=config.device, root=config.data_root, subset=config.test_subset
+        )
         info = result.info
         model = runs.load_run(out / name).model
         seen = sum(m["images_per_s"] * m["seconds"] for m in result.metrics)

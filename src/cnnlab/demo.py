@@ -46,8 +46,9 @@ def run_demo(
     train = load_dataset("mnist", "train")
     n = 12
     titles = [f"label: {int(t)}" for t in train.targets[:n]]
-    samples = image_grid(train.images[:n], titles, out / SAMPLES, cols=6,
-                         suptitle="MNIST: the first 12 training images")
+    samples = image_grid(
+        train.images[:n], titles, out / SAMPLES, cols=6, suptitle="MNIST: the first 12 training images"
+    )
     base, per_model = demo_configs(threads, device)
     intro = ("The lesson's question, answered by measurement: does a CNN beat a fully-connected "
              "network (MLP) on MNIST? `mlp` uses the lesson's settings (Adam lr 0.01, batch 64, "
@@ -58,9 +59,15 @@ def run_demo(
              f"![samples]({SAMPLES})\n\nReproduce: `cnnlab demo` (or `make demo`); each model "
              "alone: `cnnlab train --recipe lesson-mlp`, "
              "`cnnlab train --model cnn --epochs 2`.\n")  # fmt: skip
-    rows = compare_models(list(MODELS), out, replace(base), per_model, callback=callback,
-                          report_intro=intro,
-                          report_title="cnnlab demo: the lesson's MLP against a CNN on MNIST")
+    rows = compare_models(
+        list(MODELS),
+        out,
+        replace(base),
+        per_model,
+        callback=callback,
+        report_intro=intro,
+        report_title="cnnlab demo: the lesson's MLP against a CNN on MNIST",
+    )
     files = {"report": out / "report.md", "samples": samples, "curves": out / "curves.png",
              "confusion": out / "confusion.png"}  # fmt: skip
     for r in rows:

@@ -287,8 +287,7 @@ def cnn(
 ) -> nn.Module:
     if width < 1 or stages < 1 or not 0 <= dropout < 1:
         raise ConfigError(
-            f"cnn needs width >= 1, stages >= 1 and 0 <= dropout < 1, not {width}, {stages}, "
-            f"{dropout}"
+            f"cnn needs width >= 1, stages >= 1 and 0 <= dropout < 1, not {width}, {stages}, {dropout}"
         )
     return SmallCNN(input_shape, num_classes, int(width), int(stages), float(dropout))
 

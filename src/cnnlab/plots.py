@@ -42,8 +42,13 @@ def image_grid(
     n = len(images)
     cols = cols or min(n, 6 if n <= 12 else 10)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows + (0.4 if suptitle else 0)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(1.6 * cols, 1.8 * rows + (0.4 if suptitle else 0)),
+        squeeze=False,
+        layout="constrained",
+    )
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])

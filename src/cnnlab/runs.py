@@ -230,9 +230,7 @@ def run_metadata(model_name: str, model_kwargs: dict, info, extra: dict | None =
 def _decode_metadata(path: Path, meta: dict[str, str]) -> dict:
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
-        raise CheckpointError(
-            f"{path}: metadata lacks {', '.join(missing)}; not a cnnlab weights file"
-        )
+        raise CheckpointError(f"{path}: metadata lacks {', '.join(missing)}; not a cnnlab weights file")
     out: dict[str, Any] = dict(meta)
     for key in _JSON_KEYS:
         try:
@@ -313,8 +311,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise CheckpointError(
-            f"{weights}: weights do not fit model {meta['model_name']!r} "
-            f"({' '.join(first[:3])[:300]})"
+            f"{weights}: weights do not fit model {meta['model_name']!r} ({' '.join(first[:3])[:300]})"
         ) from None
     model.eval()
     metrics = read_json(folder / METRICS) if (folder / METRICS).is_file() else None

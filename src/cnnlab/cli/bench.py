@@ -13,54 +13,82 @@ from cnnlab.cli.output import format_table, print_json
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="benchmarks/results",
-                   help="folder for the result JSON (default: benchmarks/results)")
-    p.add_argument("--markdown", default="benchmarks/BENCHMARKS.md",
-                   help="Markdown file whose generated section is refreshed; '' for none "
-                        "(default: benchmarks/BENCHMARKS.md)")
-    p.add_argument("--root", dest="data_root", default=None,
-                   help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: the recipe's; 1 for fast)")
+    p.add_argument(
+        "--out",
+        default="benchmarks/results",
+        help="folder for the result JSON (default: benchmarks/results)",
+    )
+    p.add_argument(
+        "--markdown",
+        default="benchmarks/BENCHMARKS.md",
+        help="Markdown file whose generated section is refreshed; '' for none "
+        "(default: benchmarks/BENCHMARKS.md)",
+    )
+    p.add_argument(
+        "--root",
+        dest="data_root",
+        default=None,
+        help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: the recipe's; 1 for fast)"
+    )
     p.add_argument("--json", action="store_true", help="print the result JSON")
 
 
 def _add_speedrun_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=5, help="runs, seeds 0..N-1 (default: 5)")
-    p.add_argument("--target", type=float, default=0.99,
-                   help="test accuracy the mean must reach (default: 0.99)")
+    p.add_argument(
+        "--target", type=float, default=0.99, help="test accuracy the mean must reach (default: 0.99)"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="(default: cpu)")
     p.add_argument("--recipe", default="fast", help="a train recipe (default: fast)")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false",
-                   help="skip the lesson-loop baseline (default: run it)")
-    p.add_argument("--train-subset", type=int, default=None,
-                   help="first N training images, for quick checks (default: all)")
+    p.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the lesson-loop baseline (default: run it)",
+    )
+    p.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        help="first N training images, for quick checks (default: all)",
+    )
     p.add_argument("--test-subset", type=int, default=None, help="first N test images (default: all)")
 
 
 def register(sub, common) -> None:
-    bench = sub.add_parser("bench", help="benchmarks: speedrun, batches, best, all",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: speedrun, batches, best, all",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCHMARK")
 
-    p = bench_sub.add_parser("speedrun", parents=[common],
-                             help="time to 99 %% on MNIST per seed, vs the lesson's loop")
+    p = bench_sub.add_parser(
+        "speedrun", parents=[common], help="time to 99 %% on MNIST per seed, vs the lesson's loop"
+    )
     _add_speedrun_options(p)
     _add_output_options(p)
     p.set_defaults(func=cmd_speedrun)
 
-    p = bench_sub.add_parser("batches", parents=[common],
-                             help="in-memory batches vs torchvision DataLoader + ToTensor")
+    p = bench_sub.add_parser(
+        "batches", parents=[common], help="in-memory batches vs torchvision DataLoader + ToTensor"
+    )
     p.add_argument("--batch-size", type=int, default=64, help="(default: 64, the lesson's)")
     p.add_argument("--max-batches", type=int, default=None, help="stop early (default: one epoch)")
     _add_output_options(p)
     p.set_defaults(func=cmd_batches)
 
-    p = bench_sub.add_parser("best", parents=[common],
-                             help="the best recipe per seed and their ensemble (long)")
+    p = bench_sub.add_parser(
+        "best", parents=[common], help="the best recipe per seed and their ensemble (long)"
+    )
     p.add_argument("--seeds", type=int, default=3, help="models, seeds 0..N-1 (default: 3)")
-    p.add_argument("--ensemble", type=int, default=3,
-                   help="average the first N models (0: none) (default: 3)")
+    p.add_argument(
+        "--ensemble", type=int, default=3, help="average the first N models (0: none) (default: 3)"
+    )
     p.add_argument("--dataset", default="mnist", help="mnist or fashion-mnist (default: mnist)")
     p.add_argument("--epochs", type=int, default=None, help="(default: the recipe's)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="(default: cpu)")
@@ -113,15 +141,19 @@ def _speedrun(args) -> dict:
                             train_subset=args.train_subset, test_subset=args.test_subset,
                             baseline=args.baseline, callback=_Reporter(args))  # fmt: skip
     t, a = result["train_s"], result["test_acc"]
-    rows = [["training wall time (s)", t["mean"], t["median"], t["min"], t["max"]],
-            ["test accuracy (%)", *(100 * a[k] for k in ("mean", "median", "min", "max"))]]
+    rows = [
+        ["training wall time (s)", t["mean"], t["median"], t["min"], t["max"]],
+        ["test accuracy (%)", *(100 * a[k] for k in ("mean", "median", "min", "max"))],
+    ]
     print(format_table(["", "mean", "median", "min", "max"], rows))
     verdict = "reached" if result["reached_target"] else "NOT reached"
     line = f"target {100 * args.target:.1f} % {verdict} on {result['machine']['cpu']}"
     if "baseline" in result:
         b = result["baseline"]
-        line += (f"; the lesson's loop: {b['train_s']:.1f} s -> {100 * b['test_acc']:.2f} %, "
-                 f"{result['speedup_vs_baseline']:.1f}x slower")
+        line += (
+            f"; the lesson's loop: {b['train_s']:.1f} s -> {100 * b['test_acc']:.2f} %, "
+            f"{result['speedup_vs_baseline']:.1f}x slower"
+        )
     print(line)
     return result
 

@@ -13,8 +13,13 @@ from cnnlab.cli.train import NUMERIC, Progress, add_config_options, config_overr
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("compare", parents=[common], help="train several models, compare them",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "compare",
+        parents=[common],
+        help="train several models, compare them",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("models", nargs="+", metavar="MODEL", help="model names (see `cnnlab models`)")
     add_config_options(p, models_flag=False)
     p.add_argument("--out", default="runs/compare", help="report folder (default: runs/compare)")

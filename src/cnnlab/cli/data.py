@@ -9,10 +9,10 @@ from cnnlab.cli.output import format_table, print_json
 
 
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist",
-                   help="mnist, fashion-mnist or imagefolder:PATH (default: mnist)")
-    p.add_argument("--root", default=None,
-                   help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
+    p.add_argument(
+        "--dataset", default="mnist", help="mnist, fashion-mnist or imagefolder:PATH (default: mnist)"
+    )
+    p.add_argument("--root", default=None, help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
 
 
 def register(sub, common) -> None:
@@ -38,7 +38,7 @@ def register(sub, common) -> None:
 
 
 def cmd_fetch(args) -> int:
-    from cnnlab.data.datasets import default_root, fetch_dataset
+    from cnnlab.data.datasets import fetch_dataset
 
     result = fetch_dataset(args.dataset, args.root)
     print(f"{args.dataset}: verified files in {result.raw_dir} (served by the {result.source})")
@@ -81,16 +81,20 @@ def cmd_info(args) -> int:
         return 0
     c, h, w = facts["image_shape"]
     print(f"{facts['dataset']}: {facts['description']}")
-    print(f"image shape: ({c}, {h}, {w})   classes ({len(facts['classes'])}): "
-          + ", ".join(facts["classes"]))
+    print(
+        f"image shape: ({c}, {h}, {w})   classes ({len(facts['classes'])}): "
+        + ", ".join(facts["classes"])
+    )
     rows = []
     for split, s in facts["splits"].items():
         first = facts["classes"][s["first_label"]]
         rows.append([split, s["images"], s["batches"], first])
     print(format_table(["split", "images", f"batches of {args.batch_size}", "first label"], rows))
     print("images per class:")
-    counts = [[name] + [facts["splits"][s]["class_counts"][i] for s in ("train", "test")]
-              for i, name in enumerate(facts["classes"])]
+    counts = [
+        [name] + [facts["splits"][s]["class_counts"][i] for s in ("train", "test")]
+        for i, name in enumerate(facts["classes"])
+    ]
     print(format_table(["class", "train", "test"], counts))
     return 0
 
@@ -106,7 +110,6 @@ def cmd_show(args) -> int:
     n = min(args.n, len(ds))
     images = [ds[i][0] for i in range(n)]
     titles = [f"label: {ds.classes[int(ds.targets[i])]}" for i in range(n)]
-    out = image_grid(images, titles, args.out,
-                     suptitle=f"{ds.info.name} {args.split}: first {n} images")
+    out = image_grid(images, titles, args.out, suptitle=f"{ds.info.name} {args.split}: first {n} images")
     print(f"wrote {out}")
     return 0

@@ -9,12 +9,14 @@ from cnnlab.cli.output import format_table
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("demo", parents=[common],
-                       help="fetch MNIST, compare the lesson's MLP with a CNN, write a report")
+    p = sub.add_parser(
+        "demo", parents=[common], help="fetch MNIST, compare the lesson's MLP with a CNN, write a report"
+    )
     p.add_argument("--out", default="runs/demo", help="report folder (default: runs/demo)")
     p.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="(default: auto)")
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)"
+    )
     p.set_defaults(func=cmd_demo)
 
 

@@ -12,8 +12,9 @@ def register(sub, common) -> None:
     p.add_argument("--split", default="test", choices=["train", "test"], help="(default: test)")
     p.add_argument("--root", default=None, help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
     p.add_argument("--subset", type=int, help="only the first N images (default: all)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
-                   help="(default: auto)")
+    p.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)"
+    )
     p.add_argument("--json", action="store_true", help="print eval.json instead of tables")
     p.set_defaults(func=cmd_eval)
 

@@ -21,8 +21,9 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 def register(sub, common) -> None:
     p = sub.add_parser("models", parents=[common], help="list the models with size and cost")
-    p.add_argument("--input-shape", default="1,28,28",
-                   help="C,H,W of one input image (default: 1,28,28)")
+    p.add_argument(
+        "--input-shape", default="1,28,28", help="C,H,W of one input image (default: 1,28,28)"
+    )
     p.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_models)

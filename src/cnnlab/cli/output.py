@@ -20,9 +20,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence], align: str | 
         align = "".join(
             "r" if rows and isinstance(rows[0][i], int | float) else "l" for i in range(len(headers))
         )
+
     def line(r):
-        cols = (c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align))
+        cols = (c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align, strict=True))
         return "  ".join(cols).rstrip()
+
     sep = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
 

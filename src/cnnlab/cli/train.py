@@ -39,46 +39,97 @@ def add_config_options(p: argparse.ArgumentParser, models_flag: bool = True) -> 
     d = DEFAULTS
     if models_flag:
         p.add_argument("--model", help=f"model name, see `cnnlab models` (default: {d['model']})")
-        p.add_argument("--model-kwargs", type=json_object, metavar="JSON",
-                       help="builder options as JSON, e.g. '{\"channels\": [6, 1]}' (default: {})")
-    p.add_argument("--recipe", help="named settings: lesson-mlp, lesson-cnn, fast (99 %% in one "
-                   "CPU epoch), best (most accurate in ~10 min) (default: none)")
-    p.add_argument("--dataset",
-                   help=f"mnist, fashion-mnist or imagefolder:PATH (default: {d['dataset']})")
-    p.add_argument("--root", dest="data_root",
-                   help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
+        p.add_argument(
+            "--model-kwargs",
+            type=json_object,
+            metavar="JSON",
+            help="builder options as JSON, e.g. '{\"channels\": [6, 1]}' (default: {})",
+        )
+    p.add_argument(
+        "--recipe",
+        help="named settings: lesson-mlp, lesson-cnn, fast (99 %% in one "
+        "CPU epoch), best (most accurate in ~10 min) (default: none)",
+    )
+    p.add_argument(
+        "--dataset", help=f"mnist, fashion-mnist or imagefolder:PATH (default: {d['dataset']})"
+    )
+    p.add_argument(
+        "--root", dest="data_root", help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)"
+    )
     p.add_argument("--epochs", help=f"epochs (default: {d['epochs']})")
-    p.add_argument("--batch-size", help="images per step, global: under torchrun each of N "
-                   "processes takes 1/N of it, so keep --lr when changing N; when you multiply "
-                   "--batch-size by k, multiply --lr by k (sgd) or sqrt(k) (adam) "
-                   f"(default: {d['batch_size']})")
+    p.add_argument(
+        "--batch-size",
+        help="images per step, global: under torchrun each of N "
+        "processes takes 1/N of it, so keep --lr when changing N; when you multiply "
+        "--batch-size by k, multiply --lr by k (sgd) or sqrt(k) (adam) "
+        f"(default: {d['batch_size']})",
+    )
     p.add_argument("--lr", help=f"(peak) learning rate (default: {d['lr']})")
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"],
-                   help=f"(default: {d['optimizer']})")
-    p.add_argument("--schedule", choices=["constant", "onecycle", "cosine"],
-                   help=f"learning-rate schedule (default: {d['schedule']})")
-    p.add_argument("--adam-betas", type=float, nargs=2, metavar=("B1", "B2"),
-                   help="Adam's moment decay rates (default: 0.9 0.999)")
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], help=f"(default: {d['optimizer']})")
+    p.add_argument(
+        "--schedule",
+        choices=["constant", "onecycle", "cosine"],
+        help=f"learning-rate schedule (default: {d['schedule']})",
+    )
+    p.add_argument(
+        "--adam-betas",
+        type=float,
+        nargs=2,
+        metavar=("B1", "B2"),
+        help="Adam's moment decay rates (default: 0.9 0.999)",
+    )
     p.add_argument("--weight-decay", type=float, help=f"(default: {d['weight_decay']})")
     p.add_argument("--label-smoothing", type=float, help=f"(default: {d['label_smoothing']})")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   help="random +-2 px shifts of each training image (default: off)")
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction,
-                   help="standardise inputs by the dataset's mean/std; --no-normalize feeds "
-                        "[0, 1] pixels as the lesson did (default: on)")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help="random +-2 px shifts of each training image (default: off)",
+    )
+    p.add_argument(
+        "--rotate",
+        type=float,
+        metavar="DEG",
+        help="with --augment, also rotate by up to +-DEG degrees (default: 0)",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        metavar="S",
+        help="with --augment, also scale by 1 +- S, e.g. 0.1 (default: 0)",
+    )
+    p.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        help="standardise inputs by the dataset's mean/std; --no-normalize feeds "
+        "[0, 1] pixels as the lesson did (default: on)",
+    )
     p.add_argument("--seed", type=int, help=f"(default: {d['seed']})")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
-                   help=f"auto = cuda, then mps, then cpu (default: {d['device']})")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        help=f"auto = cuda, then mps, then cpu (default: {d['device']})",
+    )
     p.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
     p.add_argument("--train-subset", type=int, help="use the first N training images (default: all)")
     p.add_argument("--test-subset", type=int, help="use the first N test images (default: all)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                   help="NHWC memory layout (default: on)")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
-                   help="bfloat16 autocast on CUDA / AVX512-BF16 CPUs (default: off)")
-    p.add_argument("--tta", type=int,
-                   help="test-time augmentation: also average over N one-pixel shifts, 0-8 "
-                        "(default: 0)")
+    p.add_argument(
+        "--channels-last", action=argparse.BooleanOptionalAction, help="NHWC memory layout (default: on)"
+    )
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        help="bfloat16 autocast on CUDA / AVX512-BF16 CPUs (default: off)",
+    )
+    p.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        help="on CUDA with adam/adamw, replay each step as a recorded CUDA graph (default: on)",
+    )
+    p.add_argument(
+        "--tta",
+        type=int,
+        help="test-time augmentation: also average over N one-pixel shifts, 0-8 (default: 0)",
+    )
 
 
 NUMERIC = {"epochs": int, "batch_size": int, "lr": float}
@@ -90,8 +141,9 @@ def config_overrides(args, numeric=True) -> dict:
 
     keys = ["model", "model_kwargs", "dataset", "data_root", "epochs", "batch_size", "lr",
             "optimizer", "adam_betas", "schedule", "weight_decay", "label_smoothing", "augment",
+            "rotate", "scale",
             "normalize", "seed", "device", "threads", "train_subset", "test_subset",
-            "channels_last", "bf16", "tta", "sync_bn"]  # fmt: skip
+            "channels_last", "bf16", "cuda_graphs", "tta", "sync_bn"]  # fmt: skip
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if numeric:
         for key, kind in NUMERIC.items():
@@ -105,19 +157,32 @@ def config_overrides(args, numeric=True) -> dict:
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("train", parents=[common], help="train a model into a run folder",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="train a model into a run folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_options(p)
-    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction,
-                   help="under torchrun on GPUs: BatchNorm statistics over the global batch, "
-                        "not each process's share (default: off)")
-    p.add_argument("--dist-timeout", type=float, metavar="SECONDS",
-                   help="under torchrun: how long a process waits for the others before the job "
-                        "fails (default: 600)")
+    p.add_argument(
+        "--sync-bn",
+        action=argparse.BooleanOptionalAction,
+        help="under torchrun on GPUs: BatchNorm statistics over the global batch, "
+        "not each process's share (default: off)",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others before the job "
+        "fails (default: 600)",
+    )
     p.add_argument("--out", help="run folder (default: runs/MODEL-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN", help="continue this run folder (default: none)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a run already in --out (default: refuse)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in --out (default: refuse)"
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -153,8 +218,11 @@ class Progress:
             again = f", resuming after epoch {event['start_epoch']}" if event["start_epoch"] else ""
             n = event.get("processes", 1)
             where = f"{n} processes ({event['device']} on rank 0)" if n > 1 else event["device"]
-            print(f"{self.label}training {c['model']} on {c['dataset']} ({event['train_samples']} "
-                  f"images, {event['steps']} steps/epoch) on {where}{again}", flush=True)
+            print(
+                f"{self.label}training {c['model']} on {c['dataset']} ({event['train_samples']} "
+                f"images, {event['steps']} steps/epoch) on {where}{again}",
+                flush=True,
+            )
         elif kind == "warning":
             print(f"cnnlab: warning: {event['message']}", file=sys.stderr)
         elif kind == "interrupted":

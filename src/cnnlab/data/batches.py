@@ -44,9 +44,9 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     tx = uniform(aug.translate * 2 / w)  # affine_grid works in [-1, 1] units
     ty = uniform(aug.translate * 2 / h)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1
-    ).to(x.dtype)  # (B, 2, 3)
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(
+        x.dtype
+    )  # (B, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -60,11 +60,19 @@ def shift_batch(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> 
     padded = F.pad(x, (p, p, p, p))
     dy = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * p + 1, (b,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])  # (B, H)
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])  # (B, W)
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None]  # (B, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None]  # (B, W)
     idx_b = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx_b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)
+
+
+def apply_augment(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> torch.Tensor:
+    """x float (B, C, H, W) in 0..255 -> the augmented batch: whole-pixel shifts when that is
+    all `aug` asks (exact and cheap), else a per-sample affine warp."""
+    if aug.rotate == 0 and aug.scale == 0 and float(aug.translate).is_integer():
+        return shift_batch(x, int(aug.translate), generator)
+    return augment_batch(x, aug, generator)
 
 
 def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -168,11 +176,7 @@ class InMemoryBatches:
             # index_select is ~4x faster than images[idx] (advanced indexing) on CPU
             x = self.images.index_select(0, idx).float()  # (B, C, H, W) in 0..255
             if self.augment is not None:  # before normalising, so the fill is black (0)
-                aug = self.augment
-                if aug.rotate == 0 and aug.scale == 0 and float(aug.translate).is_integer():
-                    x = shift_batch(x, int(aug.translate), g)
-                else:
-                    x = augment_batch(x, aug, g)
+                x = apply_augment(x, self.augment, g)
             x = x.mul_(self.scale).add_(self.shift)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

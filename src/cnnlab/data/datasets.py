@@ -82,8 +82,16 @@ MNIST = DatasetInfo(
 FASHION_MNIST = DatasetInfo(
     name="fashion-mnist",
     classes=(
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),  # fmt: skip
     image_shape=(1, 28, 28),
     mean=(0.2860,),
@@ -123,9 +131,7 @@ def default_root() -> Path:
 def get_dataset_info(name: str) -> DatasetInfo:
     """The registry entry of a named dataset (not image folders)."""
     if name not in DATASETS:
-        raise ConfigError(
-            f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}"
-        )
+        raise ConfigError(f"unknown dataset {name!r}; choose one of: {', '.join(list_datasets())}")
     return DATASETS[name]
 
 

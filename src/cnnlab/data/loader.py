@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
-from cnnlab.data.batches import Augment, augment_batch, augment_seed, shift_batch
+from cnnlab.data.batches import Augment, apply_augment, augment_seed
 from cnnlab.errors import ConfigError
 
 
@@ -77,9 +77,7 @@ class LoaderBatches:
         for x, y in loader:
             x = x.float()  # (B, C, H, W) in 0..255
             if self.augment is not None:
-                a = self.augment
-                simple = a.rotate == 0 and a.scale == 0 and float(a.translate).is_integer()
-                x = shift_batch(x, int(a.translate), g) if simple else augment_batch(x, a, g)
+                x = apply_augment(x, self.augment, g)
             x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -306,14 +306,23 @@ def batches_benchmark(
     default: a batch of 64 is too small to share, and on a busy machine a second OpenMP thread
     makes every op wait for a descheduled partner (benchmarks/experiments/e08_threads.py).
     """
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _batches_benchmark(dataset, data_root, batch_size, max_batches)
+    finally:
+        torch.set_num_threads(threads_before)  # the next benchmark gets the process's default
+
+
+def _batches_benchmark(dataset: str, data_root: str | None, batch_size: int,
+                       max_batches: int | None) -> dict:  # fmt: skip
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
     from cnnlab.data.batches import InMemoryBatches
     from cnnlab.data.datasets import load_dataset
 
-    if threads:
-        torch.set_num_threads(threads)
     ds = load_dataset(dataset, "train", data_root)
     info = ds.info
     n = len(ds) if max_batches is None else min(len(ds), max_batches * batch_size)

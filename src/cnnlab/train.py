@@ -131,12 +131,13 @@ RECIPES: dict[str, dict] = {
                        schedule="onecycle"),
     # issue 7, the shortest path to 99 % on a CPU: 5-seed mean 99.08 % in one epoch (E12,
     # benchmarks/BENCHMARKS.md). Batch 256 with a 0.03 onecycle peak, label smoothing (+0.2 %,
-    # E05), channels_last (2.5x faster convolutions than NCHW on CPU, E01). One thread: on a
-    # 2-core machine shared with other work, a second OpenMP thread waits at every op for a
-    # descheduled partner (10x slower in E08); on an idle machine try --threads 2.
+    # E05), channels_last (2.5x faster convolutions than NCHW on CPU, E01). All cores: on the
+    # idle 2-core machine 2 threads train it in 3.96 s mean against 4.54 s with 1 (5 seeds
+    # each, BENCHMARKS.md); on a machine shared with other work use --threads 1 (a second
+    # OpenMP thread then waits for a descheduled partner at every op: 1.5-10x slower, E08).
     "fast": dict(model="fast", epochs=1, batch_size=256, lr=0.03, adam_betas=(0.7, 0.9),
                  cycle_momentum=False, label_smoothing=0.1, optimizer="adam", schedule="onecycle",
-                 channels_last=True, threads=1),
+                 channels_last=True),
     # issue 7, the most accurate single model in ~10 minutes of a 2-core CPU (11 epochs of
     # ~49 s at 2 threads): the BatchNorm cnn (width 16) with +-2 px shifts, AdamW with weight
     # decay 0.05, label smoothing and 8-shift test-time augmentation. 3-seed means found on a

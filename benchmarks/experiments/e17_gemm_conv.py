@@ -2,10 +2,10 @@
 # ruff: noqa: B023, E501  (micro-benchmarks: each closure is timed inside its own loop turn)
 
 import statistics
-import time
 
 import torch
 import torch.nn as nn
+from harness import cpu_ms
 
 torch.set_num_threads(1)
 
@@ -41,13 +41,7 @@ def gemm_conv2(x, w, stride):
 
 
 def bench(fn, reps=9, n=10):
-    fn()
-    ts = []
-    for _ in range(reps):
-        c = time.process_time()
-        for _ in range(n):
-            fn()
-        ts.append((time.process_time() - c) / n * 1e3)
+    ts = cpu_ms(fn, reps, n)
     return round(statistics.median(ts), 2), round(min(ts), 2)
 
 

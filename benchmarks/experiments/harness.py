@@ -246,6 +246,22 @@ def evaluate(model: nn.Module, cfg: Config, tta_levels=(0, 2, 4, 8)) -> dict[int
     return {k: (correct[k] / len(d["yte"]), seconds[k]) for k in tta_levels}
 
 
+# ---------------------------------------------------------------- micro-timing
+
+
+def cpu_ms(fn, reps: int = 7, n: int = 10) -> list[float]:
+    """CPU milliseconds per call of fn: `reps` samples, each the mean of `n` calls, after one
+    warm-up call. CPU time, not wall time: other jobs on the shared cores do not inflate it."""
+    fn()
+    samples = []
+    for _ in range(reps):
+        c = time.process_time()
+        for _ in range(n):
+            fn()
+        samples.append((time.process_time() - c) / n * 1e3)
+    return samples
+
+
 # ---------------------------------------------------------------- comparisons
 
 

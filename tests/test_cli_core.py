@@ -101,3 +101,22 @@ def test_help_defaults_match_trainconfig():
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     assert {k: defaults[k] for k in DEFAULTS} == DEFAULTS
+
+
+@pytest.mark.parametrize(("load", "env", "expected"), [
+    (0.4, {}, None),  # idle: OpenMP's spinning default (1.6-2.9x faster there, E23)
+    (1.6, {}, "PASSIVE"),  # 2 cores busy: threads sleep
+    (1.6, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice wins
+    (1.6, {"GOMP_SPINCOUNT": "1000"}, None),
+])  # fmt: skip
+def test_omp_wait_policy_follows_the_load(monkeypatch, load, env, expected):
+    from cnnlab import cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    cli.choose_omp_wait_policy()
+    assert cli.os.environ.get("OMP_WAIT_POLICY") == expected

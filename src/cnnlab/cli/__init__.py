@@ -51,13 +51,33 @@ def _rank_label() -> str:
     return f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
 
 
+def machine_is_busy() -> bool:
+    """Whether other work already keeps (nearly) every core busy: the 1-minute load average."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform: assume the machine is shared
+        return True
+    return load >= (os.cpu_count() or 1) - 0.5
+
+
+def choose_omp_wait_policy() -> None:
+    """Let OpenMP threads spin between ops on an idle machine and sleep on a busy one.
+
+    Set before torch is imported (OpenMP reads it once); a user's own OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT wins. Measured on the 2-core machine (BENCHMARKS.md, E23): on an idle
+    machine sleeping threads made the fast recipe 1.6x and an MLP 2.9x slower at 2 threads;
+    with two other busy processes, spinning threads stalled now and then for 10-60x (a thread
+    spins while the partner it waits for is descheduled), sleeping ones never did.
+    """
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    if machine_is_busy():
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnlab` console script; returns the exit code."""
-    # Idle OpenMP threads sleep instead of spinning. On a shared 2-core machine the spinning
-    # default made an MLP epoch 19x slower with 2 threads (295 vs 5647 images/s with 1 thread);
-    # passive waiting brought 2 threads back to 3438. Set before torch is imported; a user's
-    # own OMP_WAIT_POLICY wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    choose_omp_wait_policy()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -86,3 +86,59 @@ def test_bad_requests_raise_named_errors():
         get_model("lesson-cnn", input_shape=(1, 8, 8))
     with pytest.raises(ConfigError, match="registered twice"):
         register_model("mlp", "again")(lambda shape, n: None)
+
+
+def test_fast_learned_stem_keeps_the_layout_of_earlier_runs():
+    # run folders saved before the whitening stem existed name `fast` with no options
+    keys = set(get_model("fast").state_dict())
+    assert {"features.conv1.weight", "features.conv1.bias", "classifier.1.weight"} <= keys
+    assert all(p.requires_grad for p in get_model("fast").parameters())
+
+
+def test_fast_channels_last_flatten_gives_the_same_logits_and_gradients():
+    torch.manual_seed(0)
+    plain = get_model("fast", widths=(8, 24, 64))
+    fast_path = get_model("fast", widths=(8, 24, 64))
+    fast_path.load_state_dict(plain.state_dict())
+    fast_path = fast_path.to(memory_format=torch.channels_last)
+    x = torch.randn(16, 1, 28, 28)
+    out_plain = plain(x)
+    out_cl = fast_path(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out_cl, out_plain, rtol=1e-4, atol=1e-5)
+    out_plain.square().sum().backward()
+    out_cl.square().sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), fast_path.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_whitening_stem_decorrelates_patches_and_pairs_signs():
+    torch.manual_seed(0)
+    model = get_model("fast", stem="whiten", widths=(12, 24, 64))
+    conv1 = model.features.conv1
+    assert not conv1.weight.requires_grad and conv1.bias is None
+    assert count_parameters(model) == count_parameters(get_model("fast", widths=(12, 24, 64))) - 12 * 26
+    # images with correlated pixels (smoothed noise), like digits
+    # (scaled so that the 6 top eigenvalues are far above the 0.01 that damps the small ones)
+    images = 20 * nn.functional.avg_pool2d(torch.randn(256, 1, 32, 32), 5, 1)  # (256, 1, 28, 28)
+    model.init_from_data(images)
+    w = conv1.weight
+    torch.testing.assert_close(w[6:], -w[:6])  # each direction and its negative
+    with torch.no_grad():
+        out = nn.functional.conv2d(images - images.mean(), w[:6], stride=2)  # (B, 6, 12, 12)
+    flat = out.transpose(0, 1).reshape(6, -1)
+    cov = torch.cov(flat)
+    # whitened: unit variance (eigenvalue / (eigenvalue + 0.01)) and no correlation
+    torch.testing.assert_close(cov.diagonal(), torch.ones(6), atol=0.1, rtol=0)
+    off = cov - torch.diag(cov.diagonal())
+    assert off.abs().max() < 0.1
+
+
+def test_fast_stem_options_are_checked():
+    with pytest.raises(ConfigError, match="stem must be one of"):
+        get_model("fast", stem="pca")
+    with pytest.raises(ConfigError, match="even first width"):
+        get_model("fast", stem="whiten", widths=(7, 24, 64))
+    model = get_model("fast")  # a learned stem: init_from_data leaves it alone
+    before = model.features.conv1.weight.clone()
+    model.init_from_data(torch.randn(8, 1, 28, 28))
+    torch.testing.assert_close(model.features.conv1.weight, before)

@@ -67,6 +67,8 @@ def machine_info() -> dict:
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        # how idle OpenMP threads wait (cnnlab.cli.choose_omp_wait_policy): it moves timings
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)"),
         "python": platform.python_version(),
         "load_average": _load_average(),
     }
@@ -235,11 +237,12 @@ def speedrun(
     load_before = _load_average()
     excluded = {"process_start_s": process_start_seconds(),
                 "data_load_s": data_load_seconds(dataset, data_root)}  # fmt: skip
-    if device.startswith("cuda"):  # CUDA context, cuDNN's kernel choice, allocator: once a process
-        t0 = time.perf_counter()
-        warm = dict(overrides, train_subset=min(train_subset or 4096, 4096), test_subset=1000)
-        fit(make_config(recipe, seed=0, **warm), None)
-        excluded["device_warmup_s"] = time.perf_counter() - t0
+    # once a process: on CUDA the context, cuDNN's kernel choice and the allocator; on a CPU
+    # oneDNN's just-in-time kernels for each layer shape (the first seed paid ~0.1 s of it)
+    t0 = time.perf_counter()
+    warm = dict(overrides, train_subset=min(train_subset or 4096, 4096), test_subset=1000)
+    fit(make_config(recipe, seed=0, **warm), None)
+    excluded["device_warmup_s"] = time.perf_counter() - t0
     rows, config = [], None
     for seed in range(seeds):
         config = make_config(recipe, seed=seed, **overrides)
@@ -273,8 +276,9 @@ def speedrun(
         "excluded": {**excluded,
                      "fit_overhead_s_mean": statistics.mean(r["fit_overhead_s"] for r in rows),
                      "what": "process start (python + import torch, cnnlab), one-off data load "
-                             "and verification, on CUDA one short warm-up run per process "
-                             "(context, cuDNN kernel choice), and fit's own overhead: model "
+                             "and verification, one short warm-up run per process (kernel "
+                             "choice and code generation for each layer shape on the device; "
+                             "on CUDA also the context), and fit's own overhead: model "
                              "build, per-epoch evaluation, collapse check"},
         "load_average_before": load_before,
     }  # fmt: skip
@@ -433,7 +437,9 @@ def _machine_line(r: dict) -> str:
     family = f" (family {m['cpu_family']}, model {m['model']})" if "cpu_family" in m else ""
     return (f"Machine: {m['cpu']}{family}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none'} "
             f"(torch kernels: {m['torch_cpu_capability']}), torch {m['torch']}, "
-            f"{r.get('threads', m['threads'])} thread(s), "
+            f"{r.get('threads', m['threads'])} thread(s)"
+            + (f" (OpenMP wait policy {m['omp_wait_policy']})" if "omp_wait_policy" in m else "")
+            + ", "
             + (f"load average at start {r['load_average_before']}" if "load_average_before" in r
                else f"load average at the end {m['load_average']}")
             + f"{gpu}.")  # fmt: skip
@@ -455,7 +461,7 @@ def _speedrun_md(r: dict) -> list[str]:
              f"{'reached' if r['reached_target'] else 'NOT reached'}. Not in the training time: "
              f"process start {ex['process_start_s']:.2f} s, data load {ex['data_load_s']:.2f} s, "
              f"fit's overhead {ex['fit_overhead_s_mean']:.2f} s per run"
-             + (f", the process's warm-up run on the device {ex['device_warmup_s']:.2f} s"
+             + (f", the process's warm-up run {ex['device_warmup_s']:.2f} s"
                 if "device_warmup_s" in ex else "") + "."]  # fmt: skip
     if "baseline" in r:
         b = r["baseline"]

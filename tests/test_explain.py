@@ -84,8 +84,11 @@ def test_feature_maps_leave_the_model_untouched():
 
 def test_filters_are_the_first_conv_weights():
     model = get_model("lenet5", (1, 28, 28), 10)
-    name, w = first_layer_filters(model)
+    name, w, trained = first_layer_filters(model)
     assert name == "features.conv1" and torch.equal(w, model.features.conv1.weight.detach())
+    assert trained
+    # fast's whitening stem is set from the data and frozen: the figure must not call it learned
+    assert not first_layer_filters(get_model("fast", stem="whiten")).trained
 
 
 class RegionModel(nn.Module):

@@ -64,17 +64,25 @@ def main(seeds: list[int], names: list[str]) -> None:
             _, test, _ = load_batches(config, torch.device("cpu"))
             accs = [evaluate(result.model, test, tta=k)["acc"] for k in (0, 2, 4)]
             rows[name].append((result.train_seconds, *accs))
-            print(f"  {name:30s} seed {seed}: {result.train_seconds:.2f} s  "
-                  + " ".join(f"{100 * a:.2f}" for a in accs), file=sys.stderr, flush=True)
+            print(
+                f"  {name:30s} seed {seed}: {result.train_seconds:.2f} s  "
+                + " ".join(f"{100 * a:.2f}" for a in accs),
+                file=sys.stderr,
+                flush=True,
+            )
     print(f"\n{'variant':30s} {'med s':>6s} {'acc %':>6s} {'tta2':>6s} {'tta4':>6s} {'min %':>6s}")
     for name, rs in rows.items():
-        cols = list(zip(*rs))
-        print(f"{name:30s} {statistics.median(cols[0]):6.2f} "
-              + " ".join(f"{100 * statistics.mean(c):6.2f}" for c in cols[1:])
-              + f" {100 * min(cols[1]):6.2f}")
+        cols = list(zip(*rs, strict=True))
+        print(
+            f"{name:30s} {statistics.median(cols[0]):6.2f} "
+            + " ".join(f"{100 * statistics.mean(c):6.2f}" for c in cols[1:])
+            + f" {100 * min(cols[1]):6.2f}"
+        )
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main([int(a) for a in args if a.isdigit()] or [0, 1, 2], [a for a in args if not a.isdigit()]
-         or list(VARIANTS))
+    main(
+        [int(a) for a in args if a.isdigit()] or [0, 1, 2],
+        [a for a in args if not a.isdigit()] or list(VARIANTS),
+    )

@@ -3,7 +3,7 @@
 The lesson draws convolution and pooling on paper; here they run on the user's own image:
 - `feature_maps` records the output of every convolution (after the BatchNorm and activation
   that follow it, when they do) and of every pooling layer, found through `named_modules()`;
-- `first_layer_filters` returns the learned kernels of the first convolution;
+- `first_layer_filters` returns the kernels of the first convolution (learned, or frozen);
 - `saliency_map` (|d class score / d pixel|, Simonyan et al. 2014, smoothed) and
   `occlusion_map` (how much the class probability drops when a patch is blacked out, Zeiler &
   Fergus 2014) show which pixels mattered.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -126,11 +127,20 @@ def feature_maps(
     return out
 
 
-def first_layer_filters(model: nn.Module) -> tuple[str, torch.Tensor] | None:
-    """(name, weights (out, in, kh, kw)) of the first convolution, or None for a model without."""
+class Filters(NamedTuple):
+    """The first convolution's kernels: its name, weights (out, in, kh, kw), and whether
+    training changes them (False for a frozen stem such as fast's whitening filters)."""
+
+    name: str
+    weights: torch.Tensor
+    trained: bool
+
+
+def first_layer_filters(model: nn.Module) -> Filters | None:
+    """The first convolution's Filters, or None for a model without one."""
     for name, module in model.named_modules():
         if isinstance(module, CONV_TYPES):
-            return name, module.weight.detach().clone()
+            return Filters(name, module.weight.detach().clone(), module.weight.requires_grad)
     return None
 
 
@@ -208,7 +218,7 @@ class Explanation:
         target: the class index explained (the top prediction).
         layers: the conv/pool layers, in the order of `maps`.
         maps: {layer name: (channels, h, w)} for this image.
-        filters: (first conv's name, weights (out, in, kh, kw)) or None.
+        filters: the first convolution's Filters, or None.
         saliency, occlusion: (H, W) maps of the model input.
     """
 
@@ -216,7 +226,7 @@ class Explanation:
     target: int
     layers: list[Layer]
     maps: dict[str, torch.Tensor]
-    filters: tuple[str, torch.Tensor] | None
+    filters: Filters | None
     saliency: torch.Tensor
     occlusion: torch.Tensor
 

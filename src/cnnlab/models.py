@@ -338,8 +338,11 @@ class FastCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
-        if x.dim() == 4 and x.shape[1] > 1 and not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last
+        if (
+            x.dim() == 4
+            and x.shape[1] > 1
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
         ):
             # Flatten channels_last maps in memory order (h, w, c), with the linear weights
             # reordered to match: the same numbers as Flatten + Linear, but the gradient reaches

@@ -149,8 +149,11 @@ def feature_maps_figure(
     return save_figure(fig, out)
 
 
-def filters_figure(name: str, weights: torch.Tensor, out: str | os.PathLike) -> Path:
-    """First-layer kernels (out, in, kh, kw): red positive, blue negative, one scale for all."""
+def filters_figure(
+    name: str, weights: torch.Tensor, out: str | os.PathLike, trained: bool = True
+) -> Path:
+    """First-layer kernels (out, in, kh, kw): red positive, blue negative, one scale for all.
+    `trained=False` titles them frozen (set from the data, not learned)."""
     plt, save_figure = _plt()
     o, i, kh, kw = weights.shape
     cols = min(o, 8)
@@ -164,7 +167,8 @@ def filters_figure(name: str, weights: torch.Tensor, out: str | os.PathLike) -> 
         kernel = weights[k].mean(0) if i > 1 else weights[k, 0]  # colour inputs: channel mean
         _show(ax, kernel.numpy(), f"filter {k}", cmap="RdBu_r", vmin=-lim, vmax=lim)
     chans = "" if i == 1 else f" (mean over {i} input channels)"
-    fig.suptitle(f"{name}: {o} learned {kh}x{kw} filters{chans}; red +, blue -", fontsize=10)
+    kind = "learned" if trained else "frozen (set from the data, not trained)"
+    fig.suptitle(f"{name}: {o} {kind} {kh}x{kw} filters{chans}; red +, blue -", fontsize=10)
     return save_figure(fig, out)
 
 
@@ -202,10 +206,9 @@ def write_explanation(explanation, out_dir: str | os.PathLike) -> list[tuple[str
                                                       out_dir / "02_attribution.png"))
     )  # fmt: skip
     if e.filters is not None:
-        name, weights = e.filters
-        written.append(
-            (f"first-layer filters ({name})", filters_figure(name, weights, out_dir / "03_filters.png"))
-        )
+        name, weights, trained = e.filters
+        written.append((f"first-layer filters ({name})",
+                        filters_figure(name, weights, out_dir / "03_filters.png", trained)))  # fmt: skip
     for i, layer in enumerate(e.layers):
         maps = e.maps[layer.name]
         if maps.shape[-1] * maps.shape[-2] <= 1:  # a global pool: one number per channel

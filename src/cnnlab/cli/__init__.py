@@ -64,7 +64,7 @@ def choose_omp_wait_policy() -> None:
     """Let OpenMP threads spin between ops on an idle machine and sleep on a busy one.
 
     Set before torch is imported (OpenMP reads it once); a user's own OMP_WAIT_POLICY or
-    GOMP_SPINCOUNT wins. Measured on the 2-core machine (BENCHMARKS.md, E23): on an idle
+    GOMP_SPINCOUNT wins. Measured on the 2-core machine (BENCHMARKS.md, E25): on an idle
     machine sleeping threads made the fast recipe 1.6x and an MLP 2.9x slower at 2 threads;
     with two other busy processes, spinning threads stalled now and then for 10-60x (a thread
     spins while the partner it waits for is descheduled), sleeping ones never did.

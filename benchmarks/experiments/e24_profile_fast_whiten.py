@@ -9,7 +9,7 @@ Run: `PYTHONPATH=src python benchmarks/experiments/e24_profile_fast_whiten.py`.
 import time
 
 import torch
-from torch.profiler import ProfilerActivity, profile
+from harness import op_table
 
 from cnnlab.models import get_model
 from cnnlab.train import INIT_IMAGES, OPTIMIZERS, SCHEDULES, first_images, load_batches, make_config
@@ -51,16 +51,4 @@ for k, v in phases.items():
     print(f"  {k:10s} {v:6.3f} s  {100 * v / wall:5.1f} %")
 print("load average:", open("/proc/loadavg").read().split()[:3])
 
-it = iter(train)
-with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-    for _ in range(30):
-        x, y = next(it)
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-print(
-    prof.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=16, max_name_column_width=32, max_shapes_column_width=44
-    )
-)
+print(op_table(model, loss_fn, opt, train, rows=16))

@@ -262,6 +262,27 @@ def cpu_ms(fn, reps: int = 7, n: int = 10) -> list[float]:
     return samples
 
 
+def op_table(model, loss_fn, opt, batches, steps: int = 30, rows: int = 16) -> str:
+    """torch.profiler's per-op table (by input shape) over `steps` training steps of `batches`.
+    It inflates small ops: read it for shares, not for absolute times."""
+    from torch.profiler import ProfilerActivity, profile
+
+    it = iter(batches)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(steps):
+            x, y = next(it)
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total",
+        row_limit=rows,
+        max_name_column_width=36,
+        max_shapes_column_width=48,
+    )
+
+
 # ---------------------------------------------------------------- comparisons
 
 

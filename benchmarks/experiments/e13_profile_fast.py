@@ -9,7 +9,7 @@ shares within a phase.
 import time
 
 import torch
-from harness import op_table
+from harness import epoch_phases, op_table
 
 from cnnlab.models import get_model
 from cnnlab.train import OPTIMIZERS, SCHEDULES, load_batches, make_config
@@ -22,30 +22,10 @@ model = get_model("fast", info.image_shape, info.num_classes).to(memory_format=t
 opt = OPTIMIZERS["adam"](model.parameters(), config.lr, 0.0, config.adam_betas)
 sched = SCHEDULES["onecycle"](opt, config.lr, len(train), config.cycle_momentum)
 loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-phases = dict(gather=0.0, forward=0.0, backward=0.0, optimizer=0.0)
 clock = time.process_time
 t_epoch = time.perf_counter()
 c_epoch = clock()
-it = iter(train)
-for _ in range(len(train)):
-    t0 = clock()
-    x, y = next(it)
-    t1 = clock()
-    loss = loss_fn(model(x), y)
-    t2 = clock()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    t3 = clock()
-    opt.step()
-    sched.step()
-    t4 = clock()
-    for k, a, b in (
-        ("gather", t0, t1),
-        ("forward", t1, t2),
-        ("backward", t2, t3),
-        ("optimizer", t3, t4),
-    ):
-        phases[k] += b - a
+phases = epoch_phases(model, loss_fn, opt, sched, train, clock)
 wall, cpu = time.perf_counter() - t_epoch, clock() - c_epoch
 print(f"one epoch of the fast recipe ({len(train)} steps): {wall:.2f} s wall, {cpu:.2f} s CPU")
 for k, v in phases.items():

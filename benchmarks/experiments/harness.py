@@ -262,6 +262,30 @@ def cpu_ms(fn, reps: int = 7, n: int = 10) -> list[float]:
     return samples
 
 
+def epoch_phases(model, loss_fn, opt, sched, batches, clock=time.perf_counter) -> dict[str, float]:
+    """One epoch of training steps, timed by phase with `clock`: gather (the next batch),
+    forward (+ loss), backward, optimizer (+ the schedule's step when `sched` is given)."""
+    phases = dict(gather=0.0, forward=0.0, backward=0.0, optimizer=0.0)
+    it = iter(batches)
+    for _ in range(len(batches)):
+        t0 = clock()
+        x, y = next(it)
+        t1 = clock()
+        loss = loss_fn(model(x), y)
+        t2 = clock()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = clock()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        t4 = clock()
+        for k, a, b in (("gather", t0, t1), ("forward", t1, t2), ("backward", t2, t3),
+                        ("optimizer", t3, t4)):  # fmt: skip
+            phases[k] += b - a
+    return phases
+
+
 def op_table(model, loss_fn, opt, batches, steps: int = 30, rows: int = 16) -> str:
     """torch.profiler's per-op table (by input shape) over `steps` training steps of `batches`.
     It inflates small ops: read it for shares, not for absolute times."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -93,14 +95,44 @@ def test_compare_writes_report_and_runs(fake_dataset, tmp_path, capsys):
     assert "'vgg' is not among" in capsys.readouterr().err
 
 
-def test_help_defaults_match_trainconfig():
+def test_train_flags_are_generated_from_trainconfig():
+    """One schema: every TrainConfig field is a `cnnlab train` flag whose help names its default,
+    and the parsed flags rebuild the config they describe."""
+    import argparse
     from dataclasses import fields
 
-    from cnnlab.cli.train import DEFAULTS
-    from cnnlab.train import TrainConfig
+    from cnnlab.cli.config_flags import add_config_options, config_overrides, flag_name
+    from cnnlab.config import OPTIMIZER_NAMES, SCHEDULE_NAMES, TrainConfig, default_value, make_config
+    from cnnlab.train import OPTIMIZERS, SCHEDULES
 
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    assert {k: defaults[k] for k in DEFAULTS} == DEFAULTS
+    parser = argparse.ArgumentParser()
+    add_config_options(parser)
+    by_dest = {a.dest: a for a in parser._actions}
+    for f in fields(TrainConfig):
+        action = by_dest[f.name]
+        assert flag_name(f) in action.option_strings
+        value = default_value(f)
+        if value is not None and not isinstance(value, bool | dict | tuple):
+            assert f"(default: {value})" in action.help, f.name
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES and tuple(SCHEDULES) == SCHEDULE_NAMES
+    args = parser.parse_args(["--epochs", "2", "--lr", "0.5", "--no-normalize", "--adam-betas", "0.8", "0.9",
+                              "--model-kwargs", '{"hidden": [16]}', "--root", "/tmp/data"])  # fmt: skip
+    config = make_config(**config_overrides(args))
+    assert (config.epochs, config.lr, config.normalize, config.adam_betas) == (2, 0.5, False, (0.8, 0.9))
+    assert config.model_kwargs == {"hidden": [16]} and config.data_root == "/tmp/data"
+
+
+def test_help_never_imports_torch():
+    """`cnnlab --help` and `cnnlab train --help` stay quick: no torch, no matplotlib."""
+    code = (
+        "import sys\nfrom cnnlab.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['compare', '--help']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "bad = [m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules]\n"
+        "sys.exit(f'imported {bad}' if bad else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
 
 
 @pytest.mark.parametrize(("load", "env", "expected"), [

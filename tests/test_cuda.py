@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from cnnlab import bench, runs
-from cnnlab.train import TrainingInterrupted, fit, make_config
+from cnnlab.config import make_config
+from cnnlab.train import TrainingInterrupted, fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

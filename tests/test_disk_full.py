@@ -17,9 +17,10 @@ import pytest
 import torch
 from tests.fuzzing import record
 
-from cnnlab import runs
+from cnnlab import checkpoint, io, runs
 from cnnlab.cli import main
-from cnnlab.train import fit, make_config
+from cnnlab.config import make_config
+from cnnlab.train import fit
 
 EPOCHS = 3
 TRAIN = ["train", "--dataset", "fake", "--model", "mlp", "--batch-size", "32", "--device", "cpu",
@@ -28,11 +29,11 @@ RUN_FILES = (runs.WEIGHTS, runs.METRICS, runs.CONFIG, runs.RESUME_TENSORS, runs.
 
 
 def fail_nth_write(monkeypatch: pytest.MonkeyPatch, n: int) -> dict[str, bytes]:
-    """Make the nth run-folder write (runs._atomic) hit a full disk half way through its .part.
+    """Make the nth run-folder write (io.atomic_write) hit a full disk half way through its .part.
 
     Returns a dict filled, at that moment, with the bytes of every file already in the folder.
     """
-    original, count, snapshot = runs._atomic, [0], {}
+    original, count, snapshot = io.atomic_write, [0], {}
 
     def _atomic(path, write):
         count[0] += 1
@@ -50,20 +51,21 @@ def fail_nth_write(monkeypatch: pytest.MonkeyPatch, n: int) -> dict[str, bytes]:
 
         return original(path, full_disk)
 
-    monkeypatch.setattr(runs, "_atomic", _atomic)
+    monkeypatch.setattr(io, "atomic_write", _atomic)
     return snapshot
 
 
-# writes: 1 config.json, then per epoch e (0..3): 2+4e weights, 3+4e metrics,
-# 4+4e resume.safetensors, 5+4e resume.json
+# writes: 1 config.json; epoch 0: 2 weights, 3 metrics, 4 resume.safetensors, 5 resume.json;
+# epoch e >= 1: 1+5e weights, 2+5e metrics, 3+5e resume.safetensors, 4+5e resume.json, 5+5e curves
 @pytest.mark.parametrize(
     "write,what",
     [
         (2, "the first weights"),
-        (10, "epoch 2's weights"),
-        (11, "epoch 2's metrics.json"),
-        (12, "epoch 2's resume.safetensors"),
-        (13, "epoch 2's resume.json"),
+        (11, "epoch 2's weights"),
+        (12, "epoch 2's metrics.json"),
+        (13, "epoch 2's resume.safetensors"),
+        (14, "epoch 2's resume.json"),
+        (15, "epoch 2's curves.png"),
     ],
 )
 def test_full_disk_keeps_the_previous_files(fake_dataset, tmp_path, capsys, write, what):
@@ -82,7 +84,7 @@ def test_full_disk_keeps_the_previous_files(fake_dataset, tmp_path, capsys, writ
     if write == 2:  # nothing was saved: start again
         assert main([*TRAIN, "--out", str(run), "--overwrite"]) == 0
         return
-    assert runs.load_resume_state(run)["epoch"] in (1, 2)  # 2: resume.json (a copy) failed
+    assert checkpoint.load_resume_state(run)["epoch"] in (1, 2)  # 2: resume.json (a copy) failed
     assert main(["train", "--resume", str(run), "-q"]) == 0
     assert [m["epoch"] for m in json.loads((run / runs.METRICS).read_text())] == [1, 2, 3]
     config = make_config(dataset="fake", model="mlp", batch_size=32, device="cpu", threads=1,

@@ -21,7 +21,8 @@ from cnnlab import distributed
 from cnnlab.data.batches import InMemoryBatches
 from cnnlab.data.loader import LoaderBatches
 from cnnlab.errors import ConfigError
-from cnnlab.train import fit, load_batches, make_config
+from cnnlab.config import make_config
+from cnnlab.train import fit, load_batches
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")

@@ -268,7 +268,7 @@ def test_train_model_kwargs_must_be_a_json_object(kwargs, message, capsys):
 
 
 def test_train_config_model_kwargs_type():
-    from cnnlab.train import make_config
+    from cnnlab.config import make_config
 
     with pytest.raises(ConfigError, match="model_kwargs must be a dict"):
         make_config(model_kwargs=[1])

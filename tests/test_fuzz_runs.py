@@ -17,14 +17,9 @@ from tests.fuzzing import fuzz_settings, memory_cap, mutated, record
 from cnnlab.data.datasets import MNIST
 from cnnlab.errors import CheckpointError
 from cnnlab.models import get_model
-from cnnlab.runs import (
-    load_resume_state,
-    load_run,
-    metadata_digest,
-    run_metadata,
-    save_resume_state,
-    save_weights,
-)
+from cnnlab.checkpoint import load_resume_state, save_resume_state
+from cnnlab.runs import load_run, run_metadata, save_weights
+from cnnlab.tensorfile import metadata_digest
 
 pytestmark = pytest.mark.fuzz
 

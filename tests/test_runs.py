@@ -10,13 +10,8 @@ import torch
 from cnnlab.data.datasets import FASHION_MNIST, MNIST
 from cnnlab.errors import CheckpointError
 from cnnlab.models import get_model
-from cnnlab.runs import (
-    load_resume_state,
-    load_run,
-    run_metadata,
-    save_resume_state,
-    save_weights,
-)
+from cnnlab.checkpoint import load_resume_state, save_resume_state
+from cnnlab.runs import load_run, run_metadata, save_weights
 
 
 def saved_run(tmp_path, name="cnn", info=MNIST, **kwargs):

@@ -13,18 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab import runs
+from cnnlab import checkpoint, runs
 from cnnlab.collapse import check_collapse, dead_relu_fraction
 from cnnlab.errors import ConfigError, TrainingDivergedError
 from cnnlab.models import get_model
-from cnnlab.train import (
-    RECIPES,
-    TrainConfig,
-    TrainingInterrupted,
-    fit,
-    make_config,
-    resume_config,
-)
+from cnnlab.checkpoint import resume_config
+from cnnlab.config import RECIPES, TrainConfig, make_config
+from cnnlab.train import TrainingInterrupted, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,7 +151,7 @@ def test_check_collapse_names_dead_relus_and_the_fix():
 
 def test_nan_loss_stops_training(fake_dataset):
     with pytest.raises(TrainingDivergedError, match="loss became nan.*divide --lr by 10"):
-        fit(quick(model="mlp", optimizer="sgd", lr=1e12, schedule="constant"))
+        fit(quick(model="mlp", optimizer="sgd", lr=10.0, schedule="constant"))
 
 
 def test_config_validation_and_recipes():
@@ -221,7 +216,7 @@ def test_ctrl_c_leaves_a_resumable_run(fake_dataset, tmp_path):
     assert f"resume with: cnnlab train --resume {out}" in stderr
     assert "Traceback" not in stderr
     assert not list(out.glob("*.part"))
-    state = runs.load_resume_state(out)
+    state = checkpoint.load_resume_state(out)
     done = state["epoch"]
     assert done >= 2 and len(state["metrics"]) == done
     resumed = fit(resume_config(out, epochs=done + 1), resume_from=out)

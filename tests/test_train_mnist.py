@@ -6,7 +6,8 @@ import pytest
 
 from cnnlab.errors import TrainingDivergedError
 from cnnlab.evaluation import evaluate_run
-from cnnlab.train import fit, make_config
+from cnnlab.config import make_config
+from cnnlab.train import fit
 
 pytestmark = pytest.mark.slow
 

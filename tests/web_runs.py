@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab import runs
+from cnnlab import io, runs
 from cnnlab.cli import main as cli_main
 from cnnlab.data import datasets
 from cnnlab.data.datasets import load_dataset
@@ -65,7 +65,7 @@ def _write_accuracy(run_dir: Path, images: torch.Tensor, targets: torch.Tensor) 
     with torch.no_grad():
         pred = torch.cat([run.model(b).argmax(1) for b in x.split(500)])
     acc = (pred == targets).float().mean().item()
-    runs.write_json(run_dir / runs.METRICS, [{"epoch": 1, "test_acc": acc}])
+    io.write_json(run_dir / runs.METRICS, [{"epoch": 1, "test_acc": acc}])
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

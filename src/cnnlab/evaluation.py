@@ -1,7 +1,8 @@
-"""`evaluate_run`: accuracy, per-class scores, confusion matrix and the worst errors of a run.
+"""Evaluation: `evaluate` (loss and accuracy of a model, with test-time augmentation) and
+`evaluate_run` (a run folder's per-class scores, confusion matrix and worst errors).
 
-Reads only the run folder (weights + metadata) and the dataset it names; writes eval.json,
-confusion.png and errors.png.
+`evaluate_run` reads only the run folder (weights + metadata) and the dataset it names, and
+writes eval.json, confusion.png and errors.png.
 """
 
 from __future__ import annotations
@@ -10,16 +11,74 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from cnnlab import metrics, plots, runs
-from cnnlab.data.batches import InMemoryBatches
-from cnnlab.data.loader import LoaderBatches
-from cnnlab.errors import ConfigError
-from cnnlab.train import evaluate, resolve_device
+from cnnlab import distributed, figures, io, metrics, runs
+from cnnlab.config import TTA_MAX
+from cnnlab.data.factory import make_batches, raw_image
+from cnnlab.devices import autocast, resolve_device
+from cnnlab.errors import CheckpointError, ConfigError
 
 EVAL_JSON = "eval.json"
 CONFUSION = "confusion.png"
 ERRORS = "errors.png"
+# One-pixel shifts for test-time augmentation, most useful first (a run's tta takes a prefix).
+TTA_SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, -1), (1, -1), (-1, 1))
+
+
+def global_sums(batches, values: list, device: torch.device) -> list[float]:
+    """Sums over every process when `batches` is one rank's shard; else the values."""
+    if getattr(batches, "world_size", 1) == 1:
+        return [float(v) for v in values]
+    return distributed.sum_across_ranks(values, device)
+
+
+def tta_log_probs(model: nn.Module, x: torch.Tensor, shifts: int) -> torch.Tensor:
+    """Log of the softmax averaged over x and its first `shifts` one-pixel shifts (TTA_SHIFTS)."""
+    probs = model(x).float().softmax(1)  # (B, classes)
+    for dy, dx in TTA_SHIFTS[:shifts]:
+        # roll wraps one row/column around; it is background in centred images, and cheaper
+        # than padding and cropping
+        probs += model(torch.roll(x, (dy, dx), (2, 3))).float().softmax(1)
+    return (probs / (shifts + 1)).log()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, batches, *, bf16: bool = False, return_outputs: bool = False, tta: int = 0
+) -> dict:
+    """Mean loss and accuracy over `batches` (eval mode); optionally the probabilities.
+
+    With `tta` > 0 the prediction averages the softmax over each image and `tta` one-pixel
+    shifts of it (loss and probabilities are those of the average).
+
+    Returns:
+        {"loss", "acc", "n"} and, with return_outputs, "probs" (N, classes) and "targets" (N,)
+        as CPU tensors. When `batches` is one rank's shard, loss, acc and n are the whole job's.
+    """
+    if return_outputs and getattr(batches, "world_size", 1) > 1:
+        raise ConfigError("evaluate(return_outputs=True) needs all the test batches, not one shard")
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct, n = 0.0, 0, 0
+    probs, targets = [], []
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        with autocast(device, bf16):
+            logits = model(x) if tta == 0 else tta_log_probs(model, x, tta)
+        logits = logits.float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+        if return_outputs:
+            probs.append(logits.softmax(1).cpu())
+            targets.append(y.cpu())
+    loss_sum, correct, n = global_sums(batches, [loss_sum, correct, n], device)
+    out = {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+    if return_outputs:
+        out["probs"] = torch.cat(probs) if probs else torch.empty(0)
+        out["targets"] = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
+    return out
 
 
 def load_split(run: runs.Run, split: str = "test", root: str | os.PathLike | None = None):
@@ -39,18 +98,21 @@ def load_split(run: runs.Run, split: str = "test", root: str | os.PathLike | Non
 
 
 def split_batches(run: runs.Run, ds, batch_size: int = 500, subset: int | None = None,
-                  device: str | torch.device = "cpu"):  # fmt: skip
+                  device: str | torch.device = "cpu"):
     """Unshuffled, normalised batches of a split (the first `subset` images when given)."""
-    if getattr(ds, "in_memory", False):
-        n = subset or len(ds)
-        return InMemoryBatches(ds.images[:n], ds.targets[:n], batch_size, run.mean, run.std,
-                               device=device)  # fmt: skip
-    return LoaderBatches(ds, batch_size, run.mean, run.std, subset=subset, device=device)
+    return make_batches(ds, batch_size, run.mean, run.std, subset=subset, device=device)
 
 
-def raw_image(ds, i: int) -> torch.Tensor:
-    """Image i of a split as uint8 (C, H, W), as the user sees it (not normalised)."""
-    return ds.images[i] if getattr(ds, "in_memory", False) else ds.load_uint8(i)
+def run_tta(run: runs.Run) -> int:
+    """The run's own test-time augmentation, from config.json (a user file: checked)."""
+    config = run.config if run.config is not None else {}
+    tta = config.get("tta", 0) if isinstance(config, dict) else None
+    if not (isinstance(tta, int) and not isinstance(tta, bool) and 0 <= tta <= TTA_MAX):
+        raise CheckpointError(
+            f"{run.path / runs.CONFIG}: 'tta' must be a whole number 0..{TTA_MAX}, not {tta!r:.40}; "
+            "the file was edited: fix that value or delete config.json"
+        )
+    return tta
 
 
 def evaluate_run(
@@ -82,34 +144,44 @@ def evaluate_run(
     ds = load_split(run, split, root)
     dev = resolve_device(device)
     model = run.model.to(dev)
-    tta = int((run.config or {}).get("tta", 0))  # the run's own test-time augmentation
-    result = evaluate(model, split_batches(run, ds, subset=subset, device=dev), return_outputs=True,
-                      tta=tta)  # fmt: skip
+    batches = split_batches(run, ds, subset=subset, device=dev)
+    result = evaluate(model, batches, return_outputs=True, tta=run_tta(run))
     probs, targets = result["probs"], result["targets"]
-    confidence, preds = probs.max(1)
+    preds = probs.argmax(1)
     cm = metrics.confusion_matrix(targets, preds, run.num_classes)
     report = {
-        "run": str(run.path), "model": run.model_name, "dataset": run.dataset, "split": split,
-        "loss": result["loss"], **metrics.summary(cm, run.classes),
+        "run": str(run.path),
+        "model": run.model_name,
+        "dataset": run.dataset,
+        "split": split,
+        "loss": result["loss"],
+        **metrics.summary(cm, run.classes),
         "most_confused": metrics.most_confused(cm, run.classes, top=5),
-    }  # fmt: skip
-    files = {"eval": runs.write_json(out / EVAL_JSON, report)}
-    files["confusion"] = plots.confusion_matrices({run.model_name: cm.tolist()}, run.classes,
-                                                  out / CONFUSION)  # fmt: skip
+    }
+    files = {"eval": io.write_json(out / EVAL_JSON, report)}
+    files["confusion"] = figures.confusion_matrices({run.model_name: cm.tolist()}, run.classes, out / CONFUSION)
+    files["errors"] = _errors_figure(run, ds, probs, targets, report, out / ERRORS, split, max_errors)
+    return {**report, "files": {k: str(v) for k, v in files.items()}}
+
+
+def _errors_figure(run, ds, probs, targets, report, out: Path, split: str, max_errors: int) -> Path:
+    """The most confident mistakes as a grid (or a note that there are none)."""
+    confidence, preds = probs.max(1)
     wrong = (preds != targets).nonzero().flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:max_errors]  # confident errors first
-    if len(wrong):
-        images = torch.stack([raw_image(ds, int(i)) for i in wrong])
-        titles = [f"{run.classes[int(targets[i])]} -> {run.classes[int(preds[i])]} "
-                  f"{100 * float(confidence[i]):.0f}%" for i in wrong]  # fmt: skip
-        files["errors"] = plots.image_grid(
-            images, titles, out / ERRORS, cols=min(len(wrong), 6),
-            suptitle=f"{run.model_name}: {report['errors']} of {report['images']} {split} images "
-                     "misclassified (true -> predicted, confidence); most confident first",
-            title_colors=["crimson"] * len(wrong),
-        )  # fmt: skip
-    else:
-        files["errors"] = plots.message_figure(
-            f"{run.model_name}: no misclassified images among {report['images']}", out / ERRORS
-        )
-    return {**report, "files": {k: str(v) for k, v in files.items()}}
+    if not len(wrong):
+        return figures.message_figure(f"{run.model_name}: no misclassified images among {report['images']}", out)
+    images = torch.stack([raw_image(ds, int(i)) for i in wrong])
+    titles = [
+        f"{run.classes[int(targets[i])]} -> {run.classes[int(preds[i])]} {100 * float(confidence[i]):.0f}%"
+        for i in wrong
+    ]
+    return figures.image_grid(
+        images,
+        titles,
+        out,
+        cols=min(len(wrong), 6),
+        suptitle=f"{run.model_name}: {report['errors']} of {report['images']} {split} images "
+        "misclassified (true -> predicted, confidence); most confident first",
+        title_colors=["crimson"] * len(wrong),
+    )

@@ -1,6 +1,6 @@
 """Export a run's model to ONNX or TorchScript, and prove the export computes what torch does.
 
-The file is first written as `<out>.part`; it replaces `<out>` only after the exported model,
+The file is written through `cnnlab.io.atomic_write`: it replaces `<out>` only after the exported model,
 run by onnxruntime (ONNX) or torch.jit (TorchScript), agreed with the eager model on a batch of
 the dataset's test images: every logit within `tolerance` (1e-4) and every argmax the same, at
 two batch sizes (the batch dimension is dynamic). A failed check leaves no file behind.
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab import io
 from cnnlab.errors import ConfigError, DatasetFormatError, DatasetNotFoundError, ExportError
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -51,13 +52,10 @@ def parity_images(run, n: int = 256) -> tuple[torch.Tensor, str]:
     """Up to n uint8 (N, C, H, W) images of the run's test split, or seeded noise when that
     dataset is not available here; with a description of which."""
     from cnnlab.data.datasets import load_dataset
+    from cnnlab.data.factory import raw_images
 
     try:
-        test = load_dataset(run.dataset, "test")
-        if getattr(test, "in_memory", False):
-            x = test.images[:n]
-        else:
-            x = torch.stack([test.load_uint8(i) for i in range(min(n, len(test)))])
+        x = raw_images(load_dataset(run.dataset, "test"), n)
         if tuple(x.shape[1:]) == tuple(run.input_shape):
             return x, f"{len(x)} {run.dataset} test images"
     except (ConfigError, DatasetNotFoundError, DatasetFormatError, OSError):
@@ -101,38 +99,40 @@ def export_run(
     if exporter not in EXPORTERS:
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of: {', '.join(EXPORTERS)}")
     out = Path(out) if out else default_path(run, fmt)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
     model = run.model.cpu().eval()
     images, source = parity_images(run, check_images)
     x = to_model_input(images, run.mean, run.std)  # (N, C, H, W) float
-    example = x[: min(2, len(x))]
-    try:
-        if fmt == "onnx":
-            _export_onnx(model, example, part, exporter)
-            run_exported = _onnx_runner(part)
-        else:
-            _export_torchscript(model, example, part)
-            run_exported = _torchscript_runner(part)
-        sizes = (1, len(x) - 1) if len(x) > 1 else (1,)
+    checked = {}
+
+    def export_and_check(part: Path) -> None:
+        """Export into the staging file; raise (so nothing replaces `out`) unless it agrees."""
+        run_exported = _export(model, x[: min(2, len(x))], part, fmt, exporter)
         with torch.inference_mode():
             expected = model(x).float().numpy()
-        got = (
-            np.concatenate([run_exported(x[:1]), run_exported(x[1:])]) if len(x) > 1 else run_exported(x)
-        )
-        diff = float(np.abs(got - expected).max())
-        agree = float((got.argmax(1) == expected.argmax(1)).mean())
+        got = np.concatenate([run_exported(x[:1]), run_exported(x[1:])]) if len(x) > 1 else run_exported(x)
+        checked["diff"] = diff = float(np.abs(got - expected).max())
+        checked["agree"] = agree = float((got.argmax(1) == expected.argmax(1)).mean())
         if not diff <= tolerance or agree < 1.0:
             raise ExportError(
                 f"{out}: the exported model disagrees with torch on {source}: max |logit diff| "
                 f"{diff:.3g} (allowed {tolerance:g}), same top class for {agree:.2%}; not written"
                 + ("; try --exporter legacy" if fmt == "onnx" and exporter == "dynamo" else "")
             )
-        os.replace(part, out)
-    finally:
-        part.unlink(missing_ok=True)
-    return ExportResult(out, fmt, exporter if fmt == "onnx" else "torch.jit.trace", diff, agree,
-                        len(x), source, sizes)  # fmt: skip
+
+    io.atomic_write(out, export_and_check)
+    sizes = (1, len(x) - 1) if len(x) > 1 else (1,)
+    diff, agree = checked["diff"], checked["agree"]
+    name = exporter if fmt == "onnx" else "torch.jit.trace"
+    return ExportResult(out, fmt, name, diff, agree, len(x), source, sizes)
+
+
+def _export(model, example, part: Path, fmt: str, exporter: str):
+    """Write the exported model to `part`; a function running it on a float batch."""
+    if fmt == "onnx":
+        _export_onnx(model, example, part, exporter)
+        return _onnx_runner(part)
+    _export_torchscript(model, example, part)
+    return _torchscript_runner(part)
 
 
 def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, exporter: str) -> None:

@@ -33,7 +33,7 @@ class Prediction:
 
     name: str
     top: list[tuple[str, float]]
-    input: torch.Tensor
+    input: torch.Tensor = field(repr=False)
     preprocessed: Preprocessed | None = field(default=None, repr=False)
 
     @property
@@ -157,6 +157,17 @@ class Predictor:
             if sum(isinstance(p, Preprocessed) for p in pending) >= batch_size:
                 yield from flush()
         yield from flush()
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Predictor:
+    """A run folder -> a Predictor: `cnnlab.load("runs/demo/cnn").predict(["digit.png"])`.
+
+    Raises:
+        CheckpointError: the folder or its weights are missing, damaged or tampered with.
+    """
+    from cnnlab.runs import load_run
+
+    return Predictor(load_run(run_dir), device=device)
 
 
 def collect_files(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list[Path]]:

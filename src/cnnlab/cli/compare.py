@@ -9,7 +9,11 @@ from __future__ import annotations
 import argparse
 
 from cnnlab.cli.output import format_table
-from cnnlab.cli.train import NUMERIC, Progress, add_config_options, config_overrides
+from cnnlab.cli.config_flags import add_config_options, config_overrides
+from cnnlab.cli.train import Progress
+
+# settings that may differ per model: `--epochs mlp=2,cnn=3`
+PER_MODEL = {"epochs": int, "batch_size": int, "lr": float}
 
 
 def register(sub, common) -> None:
@@ -21,7 +25,7 @@ def register(sub, common) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("models", nargs="+", metavar="MODEL", help="model names (see `cnnlab models`)")
-    add_config_options(p, models_flag=False)
+    add_config_options(p, exclude=("model", "model_kwargs"), as_text=PER_MODEL)
     p.add_argument("--out", default="runs/compare", help="report folder (default: runs/compare)")
     p.set_defaults(func=cmd_compare)
 
@@ -31,7 +35,7 @@ def split_per_model(overrides: dict, models: list[str]) -> tuple[dict, dict[str,
     from cnnlab.errors import ConfigError
 
     shared, per_model = dict(overrides), {}
-    for key, kind in NUMERIC.items():
+    for key, kind in PER_MODEL.items():
         text = shared.get(key)
         if text is None or "=" not in str(text):
             continue
@@ -44,7 +48,7 @@ def split_per_model(overrides: dict, models: list[str]) -> tuple[dict, dict[str,
                 per_model.setdefault(name, {})[key] = kind(value)
             except ValueError:
                 raise ConfigError(f"--{key.replace('_', '-')}: {value!r} is not a number") from None
-    for key, kind in NUMERIC.items():
+    for key, kind in PER_MODEL.items():
         if key in shared:
             try:
                 shared[key] = kind(shared[key])
@@ -54,10 +58,10 @@ def split_per_model(overrides: dict, models: list[str]) -> tuple[dict, dict[str,
 
 
 def cmd_compare(args) -> int:
-    from cnnlab.compare import REPORT, compare_models, lesson_sentence, table_rows
-    from cnnlab.train import make_config
+    from cnnlab.reports.compare import REPORT, compare_models, lesson_sentence, table_rows
+    from cnnlab.config import make_config
 
-    shared, per_model = split_per_model(config_overrides(args, numeric=False), args.models)
+    shared, per_model = split_per_model(config_overrides(args), args.models)
     base = make_config(args.recipe, **shared)
     progress = _ModelProgress(args)
     try:
@@ -67,8 +71,7 @@ def cmd_compare(args) -> int:
     headers, body = table_rows(rows)
     print(format_table(headers, body))
     print(lesson_sentence(rows))
-    print(f"report: {args.out}/{REPORT} (run folders: "
-          + ", ".join(str(r.run_dir) for r in rows) + ")")  # fmt: skip
+    print(f"report: {args.out}/{REPORT} (run folders: " + ", ".join(str(r.run_dir) for r in rows) + ")")
     return 0
 
 

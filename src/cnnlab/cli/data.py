@@ -102,7 +102,7 @@ def cmd_info(args) -> int:
 def cmd_show(args) -> int:
     from cnnlab.data.datasets import load_dataset
     from cnnlab.errors import ConfigError
-    from cnnlab.plots import image_grid
+    from cnnlab.figures import image_grid
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, not {args.n}")

@@ -21,8 +21,8 @@ def register(sub, common) -> None:
 
 
 def cmd_demo(args) -> int:
-    from cnnlab.compare import lesson_sentence, table_rows
-    from cnnlab.demo import run_demo
+    from cnnlab.reports.compare import lesson_sentence, table_rows
+    from cnnlab.reports.demo import run_demo
 
     start = time.perf_counter()
     progress = _DemoProgress(args)

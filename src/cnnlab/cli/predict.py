@@ -39,7 +39,7 @@ def cmd_predict(args) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.predict import Failure, Predictor, collect_files
     from cnnlab.runs import load_run
-    from cnnlab.viz import prediction_preview, safe_name
+    from cnnlab.reports.explain_figures import prediction_preview, safe_name
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, not {args.top}")

@@ -11,8 +11,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from cnnlab.compare import ComparedModel, compare_models
-from cnnlab.train import RECIPES, Callback, TrainConfig
+from cnnlab.reports.compare import ComparedModel, compare_models
+from cnnlab.config import RECIPES, TrainConfig
+from cnnlab.train import Callback
 
 SAMPLES = "samples.png"
 MODELS = ("mlp", "cnn")
@@ -37,7 +38,7 @@ def run_demo(
 ) -> tuple[list[ComparedModel], dict]:
     """Run the demo; returns the compared rows and {"name": path} of everything written."""
     from cnnlab.data.datasets import fetch_dataset, load_dataset
-    from cnnlab.plots import image_grid
+    from cnnlab.figures import image_grid
 
     out = Path(out_dir)
     fetched = fetch_dataset("mnist")

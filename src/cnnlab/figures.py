@@ -15,19 +15,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cnnlab import io  # noqa: E402
+
 
 def save_figure(fig, out: str | os.PathLike, dpi: int = 110) -> Path:
     """Save atomically (`.part` then rename) and close the figure."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
     try:
-        fig.savefig(part, dpi=dpi, bbox_inches="tight", format="png")
-        os.replace(part, out)
+        return io.atomic_write(out, lambda part: fig.savefig(part, dpi=dpi, bbox_inches="tight", format="png"))
     finally:
-        part.unlink(missing_ok=True)
         plt.close(fig)
-    return out
 
 
 def image_grid(

@@ -1,7 +1,7 @@
 """Pictures of predictions and explanations, written as PNG files (atomically).
 
 `prediction_preview` is plain Pillow (fast enough for thousands of files); the explanation
-figures use matplotlib (Agg) through `cnnlab.plots.save_figure`.
+figures use matplotlib (Agg) through `cnnlab.figures.save_figure`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from cnnlab import io
+
 PREVIEW_SIDE = 196  # each panel of a preview: 28 x 7, so the model input is shown pixel-exact
 
 
@@ -26,16 +28,8 @@ def _font(size: int):
 
 
 def _save_png(img: Image.Image, out: str | os.PathLike) -> Path:
-    """Write a PIL image as PNG atomically (`.part` then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
-    try:
-        img.save(part, format="PNG")
-        os.replace(part, out)
-    finally:
-        part.unlink(missing_ok=True)
-    return out
+    """Write a PIL image as PNG atomically."""
+    return io.atomic_write(out, lambda part: img.save(part, format="PNG"))
 
 
 def prediction_preview(prediction, out: str | os.PathLike) -> Path:
@@ -79,9 +73,9 @@ def safe_name(text: str) -> str:
 
 
 def _plt():
-    from cnnlab import plots  # matplotlib with the Agg backend
+    from cnnlab import figures  # matplotlib with the Agg backend
 
-    return plots.plt, plots.save_figure
+    return figures.plt, figures.save_figure
 
 
 def _show(ax, img, title: str, cmap="gray", vmin=None, vmax=None, fontsize=8):

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
-from cnnlab import plots, runs
+from cnnlab import figures, io, runs
 from cnnlab.errors import ConfigError
 from cnnlab.evaluation import evaluate_run
 from cnnlab.models import count_macs, count_parameters
-from cnnlab.train import Callback, TrainConfig, fit
+from cnnlab.config import TrainConfig
+from cnnlab.train import Callback, fit
 
 REPORT = "report.md"
 CURVES = "curves.png"
@@ -92,8 +93,8 @@ def compare_models(
         histories[name] = result.metrics
         confusions[name] = ev["confusion"]
         classes = info.classes
-    plots.comparison_curves(histories, out / CURVES)
-    plots.confusion_matrices(confusions, classes, out / CONFUSION)
+    figures.comparison_curves(histories, out / CURVES)
+    figures.confusion_matrices(confusions, classes, out / CONFUSION)
     write_report(rows, out, report_title or f"Comparison on {base.dataset}", report_intro)
     return rows
 
@@ -170,4 +171,4 @@ def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = 
                   f"{'standardised' if c.normalize else 'in [0, 1]'}; run folder "
                   f"[`{rel}/`]({rel}/) (`cnnlab eval {r.run_dir}`).", "",
                   f"![{r.name} errors]({rel}/errors.png)", ""]  # fmt: skip
-    return runs.write_text(out / REPORT, "\n".join(lines))
+    return io.write_text(out / REPORT, "\n".join(lines))

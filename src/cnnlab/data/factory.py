@@ -1,0 +1,89 @@
+"""The one place that chooses how a split becomes batches: in memory, or through a DataLoader.
+
+A split held as one uint8 tensor (MNIST-like datasets) is batched by `InMemoryBatches`: gather
+by index, normalise and augment the whole batch at once. A split read file by file (an image
+folder) goes through `LoaderBatches`. Both satisfy `Batches`, so the training loop, evaluation
+and export never ask which one they have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import torch
+
+from cnnlab.data.batches import Augment, InMemoryBatches
+from cnnlab.data.loader import LoaderBatches
+
+
+class Batches(Protocol):
+    """An iterable of normalised (x, y) batches over one split (one rank's shard of it)."""
+
+    batch_size: int
+    rank: int
+    world_size: int
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+
+def is_in_memory(dataset) -> bool:
+    """Whether a loaded split holds all its images as one uint8 tensor."""
+    return bool(getattr(dataset, "in_memory", False))
+
+
+def raw_images(dataset, n: int | None = None) -> torch.Tensor:
+    """The first n (or all) images of a split as uint8 (N, C, H, W)."""
+    n = len(dataset) if n is None else min(n, len(dataset))
+    if is_in_memory(dataset):
+        return dataset.images[:n]
+    return torch.stack([dataset.load_uint8(i) for i in range(n)])
+
+
+def raw_image(dataset, i: int) -> torch.Tensor:
+    """Image i of a split as uint8 (C, H, W), as the user sees it (not normalised)."""
+    return dataset.images[i] if is_in_memory(dataset) else dataset.load_uint8(i)
+
+
+def make_batches(
+    dataset,
+    batch_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    subset: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    augment: Augment | None = None,
+    channels_last: bool = False,
+    device: str | torch.device = "cpu",
+    rank: int = 0,
+    world_size: int = 1,
+    even_shards: bool = True,
+) -> Batches:
+    """Batches of the first `subset` (or all) images of a loaded split.
+
+    Args:
+        dataset: a split from `cnnlab.data.datasets.load_dataset`.
+        batch_size: images per batch (per process when distributed).
+        mean, std: per-channel normalisation of inputs in [0, 1].
+        subset: the first N images only.
+        shuffle, seed: a new permutation each epoch, seeded by (seed, epoch).
+        augment: batched random jitter (training), or None.
+        channels_last: NHWC tensors (faster convolutions on CPUs).
+        device: where batches are produced.
+        rank, world_size, even_shards: this process's shard (see InMemoryBatches).
+    """
+    common = dict(shuffle=shuffle, seed=seed, augment=augment, channels_last=channels_last, device=device)
+    common.update(rank=rank, world_size=world_size, even_shards=even_shards)
+    if is_in_memory(dataset):
+        n = subset or len(dataset)
+        return InMemoryBatches(dataset.images[:n], dataset.targets[:n], batch_size, mean, std, **common)
+    return LoaderBatches(dataset, batch_size, mean, std, subset=subset, **common)

@@ -1,0 +1,51 @@
+"""Which device trains, and whether bfloat16 autocast pays off on it."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from cnnlab.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but torch sees no CUDA GPU; use --device cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device mps requested but this torch has no MPS; use --device cpu")
+    return torch.device(name)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """bfloat16 autocast pays off on CUDA and on CPUs with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        flags = _cpu_flags()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    return False
+
+
+def autocast(device: torch.device, enabled: bool, cache: bool = True):
+    """bfloat16 autocast on `device` when enabled, else a no-op context."""
+    if not enabled:
+        return contextlib.nullcontext()
+    # a CUDA graph must not keep autocast's cache of cast weights (stale after each step)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)

@@ -1,0 +1,1 @@
+"""Reports for people: the MLP-vs-CNN comparison, the demo, explanation figures."""

@@ -8,6 +8,7 @@ help text lives in its metadata, so the flag, its default and its help have one 
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import types
 import typing
@@ -104,13 +105,28 @@ class TrainConfig:
         return cls(**d)
 
 
+@functools.cache
+def _hints() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
 def field_type(f) -> tuple[type, bool]:
     """(the base type of a TrainConfig field, whether None is allowed)."""
-    hint = typing.get_type_hints(TrainConfig)[f.name]
+    hint = _hints()[f.name]
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) and type(None) in args:
         return next(a for a in args if a is not type(None)), True
     return typing.get_origin(hint) or hint, False
+
+
+_TYPE_WORDS = {
+    dict: "a dict of options",
+    tuple: "a pair of numbers",
+    float: "a number",
+    int: "a whole number",
+    str: "a string",
+    bool: "true or false",
+}
 
 
 def _check_types(config: TrainConfig) -> None:
@@ -130,7 +146,7 @@ def _check_types(config: TrainConfig) -> None:
         else:
             ok = isinstance(value, kind)
         if not ok:
-            raise ConfigError(f"{f.name} must be {kind.__name__}, not {value!r:.60}")
+            raise ConfigError(f"{f.name} must be {_TYPE_WORDS.get(kind, kind.__name__)}, not {value!r:.60}")
 
 
 def _finite_in(value: float, low: float, high: float) -> bool:

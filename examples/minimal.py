@@ -36,7 +36,10 @@ def main() -> None:
         config = cnnlab.make_config(recipe, **subset)  # the recipe's settings, then overrides
         result = cnnlab.fit(config, out / name)  # writes weights, metrics, curves, resume state
         results[name] = result.final["test_acc"]
-        print(f"{name}: {100 * result.final['test_acc']:.2f} % test accuracy in {result.train_seconds:.1f} s")
+        print(
+            f"{name}: {100 * result.final['test_acc']:.2f} % test accuracy, "
+            f"{result.train_seconds:.1f} s of training"
+        )
     print("the CNN beats the MLP" if results["cnn"] > results["mlp"] else "the MLP won this time")
 
     digit = draw_seven(out / "seven.png")

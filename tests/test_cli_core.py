@@ -73,8 +73,17 @@ def test_resume_flag(fake_dataset, tmp_path, capsys):
 
 def test_compare_writes_report_and_runs(fake_dataset, tmp_path, capsys):
     out = tmp_path / "cmp"
-    argv = ["compare", "mlp", "lesson-cnn", *FAST, "--epochs", "mlp=1,lesson-cnn=2",
-            "--out", str(out), "-q"]  # fmt: skip
+    argv = [
+        "compare",
+        "mlp",
+        "lesson-cnn",
+        *FAST,
+        "--epochs",
+        "mlp=1,lesson-cnn=2",
+        "--out",
+        str(out),
+        "-q",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "MACs/image" in printed and "test acc %" in printed and "report:" in printed
@@ -115,8 +124,22 @@ def test_train_flags_are_generated_from_trainconfig():
         if value is not None and not isinstance(value, bool | dict | tuple):
             assert f"(default: {value})" in action.help, f.name
     assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES and tuple(SCHEDULES) == SCHEDULE_NAMES
-    args = parser.parse_args(["--epochs", "2", "--lr", "0.5", "--no-normalize", "--adam-betas", "0.8", "0.9",
-                              "--model-kwargs", '{"hidden": [16]}', "--root", "/tmp/data"])  # fmt: skip
+    args = parser.parse_args(
+        [
+            "--epochs",
+            "2",
+            "--lr",
+            "0.5",
+            "--no-normalize",
+            "--adam-betas",
+            "0.8",
+            "0.9",
+            "--model-kwargs",
+            '{"hidden": [16]}',
+            "--root",
+            "/tmp/data",
+        ]
+    )
     config = make_config(**config_overrides(args))
     assert (config.epochs, config.lr, config.normalize, config.adam_betas) == (2, 0.5, False, (0.8, 0.9))
     assert config.model_kwargs == {"hidden": [16]} and config.data_root == "/tmp/data"
@@ -135,12 +158,15 @@ def test_help_never_imports_torch():
     assert proc.returncode == 0, proc.stderr[-500:]
 
 
-@pytest.mark.parametrize(("load", "env", "expected"), [
-    (0.4, {}, None),  # idle: OpenMP's spinning default (1.6-2.9x faster there, E25)
-    (1.6, {}, "PASSIVE"),  # 2 cores busy: threads sleep
-    (1.6, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice wins
-    (1.6, {"GOMP_SPINCOUNT": "1000"}, None),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("load", "env", "expected"),
+    [
+        (0.4, {}, None),  # idle: OpenMP's spinning default (1.6-2.9x faster there, E25)
+        (1.6, {}, "PASSIVE"),  # 2 cores busy: threads sleep
+        (1.6, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice wins
+        (1.6, {"GOMP_SPINCOUNT": "1000"}, None),
+    ],
+)
 def test_omp_wait_policy_follows_the_load(monkeypatch, load, env, expected):
     from cnnlab import cli
 

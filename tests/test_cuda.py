@@ -39,8 +39,9 @@ def test_graph_replay_trains_like_eager_steps(fake_mnist, deterministic_cudnn, b
     # float32: the same kernels, equal to rounding; bfloat16 keeps ~3 digits, and its rounding
     # differences grow over the steps
     rtol, atol = (2e-2, 1e-3) if bf16 else (1e-3, 1e-4)
-    for (name, a), b in zip(graphed.model.state_dict().items(), eager.model.state_dict().values(),
-                            strict=True):  # fmt: skip
+    for (name, a), b in zip(
+        graphed.model.state_dict().items(), eager.model.state_dict().values(), strict=True
+    ):
         assert torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol), name
 
 

@@ -23,8 +23,22 @@ from cnnlab.config import make_config
 from cnnlab.train import fit
 
 EPOCHS = 3
-TRAIN = ["train", "--dataset", "fake", "--model", "mlp", "--batch-size", "32", "--device", "cpu",
-         "--threads", "1", "--epochs", str(EPOCHS), "-q"]  # fmt: skip
+TRAIN = [
+    "train",
+    "--dataset",
+    "fake",
+    "--model",
+    "mlp",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--epochs",
+    str(EPOCHS),
+    "-q",
+]
 RUN_FILES = (runs.WEIGHTS, runs.METRICS, runs.CONFIG, runs.RESUME_TENSORS, runs.RESUME_JSON)
 
 
@@ -87,8 +101,9 @@ def test_full_disk_keeps_the_previous_files(fake_dataset, tmp_path, capsys, writ
     assert checkpoint.load_resume_state(run)["epoch"] in (1, 2)  # 2: resume.json (a copy) failed
     assert main(["train", "--resume", str(run), "-q"]) == 0
     assert [m["epoch"] for m in json.loads((run / runs.METRICS).read_text())] == [1, 2, 3]
-    config = make_config(dataset="fake", model="mlp", batch_size=32, device="cpu", threads=1,
-                         epochs=EPOCHS)  # fmt: skip
+    config = make_config(
+        dataset="fake", model="mlp", batch_size=32, device="cpu", threads=1, epochs=EPOCHS
+    )
     straight = fit(config, tmp_path / "straight").model.state_dict()
     resumed = runs.load_run(run).model.state_dict()
     assert all(torch.equal(resumed[k], v) for k, v in straight.items())
@@ -117,13 +132,18 @@ def test_file_size_limit_in_a_real_process(fake_dataset, tmp_path):
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
-               CNNLAB_DATA=str(data))  # fmt: skip
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]), CNNLAB_DATA=str(data)
+    )
     proc = subprocess.run(
         [sys.executable, "-c", LAUNCHER, str(data), *TRAIN, "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
         preexec_fn=limit_file_size,
-    )  # fmt: skip
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cnnlab: error: "), proc.stderr

@@ -18,11 +18,12 @@ import torch
 from safetensors.torch import load_file
 
 from cnnlab import distributed
+from cnnlab.config import make_config
 from cnnlab.data.batches import InMemoryBatches
+from cnnlab.data.factory import load_batches
 from cnnlab.data.loader import LoaderBatches
 from cnnlab.errors import ConfigError
-from cnnlab.config import make_config
-from cnnlab.train import fit, load_batches
+from cnnlab.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -43,8 +44,10 @@ def labelled(n: int):
 def test_rank_batches_add_up_to_the_global_batch():
     x, y = labelled(103)
     whole = [t for _, t in InMemoryBatches(x, y, 8, shuffle=True, seed=4)]
-    shards = [[t for _, t in InMemoryBatches(x, y, 4, shuffle=True, seed=4, rank=r, world_size=2)]
-              for r in (0, 1)]  # fmt: skip
+    shards = [
+        [t for _, t in InMemoryBatches(x, y, 4, shuffle=True, seed=4, rank=r, world_size=2)]
+        for r in (0, 1)
+    ]
     assert len(shards[0]) == len(shards[1]) == 13  # 51 samples each: the odd one out is dropped
     for i, (a, b) in enumerate(zip(*shards, strict=True)):
         assert sorted(torch.cat([a, b]).tolist()) == sorted(whole[i][: len(a) + len(b)].tolist())
@@ -83,14 +86,19 @@ def test_loader_path_uses_the_same_permutation_in_one_process_and_in_shards():
     assert order.tolist() == expected.tolist()
     shards = []
     for r in (0, 1):
-        b = LoaderBatches(ds, 5, (0.0,), (1.0,), shuffle=True, seed=3, subset=40, workers=0,
-                          rank=r, world_size=2)  # fmt: skip
+        b = LoaderBatches(
+            ds, 5, (0.0,), (1.0,), shuffle=True, seed=3, subset=40, workers=0, rank=r, world_size=2
+        )
         b.set_epoch(2)  # DistributedSampler.set_epoch underneath
         shards.append([y for _, y in b])
     for i, (a, b) in enumerate(zip(*shards, strict=True)):
         assert sorted(torch.cat([a, b]).tolist()) == sorted(order[10 * i : 10 * i + 10].tolist())
-    test = [LoaderBatches(ds, 4, (0.0,), (1.0,), subset=45, workers=0, rank=r, world_size=2,
-                          even_shards=False) for r in (0, 1)]  # fmt: skip
+    test = [
+        LoaderBatches(
+            ds, 4, (0.0,), (1.0,), subset=45, workers=0, rank=r, world_size=2, even_shards=False
+        )
+        for r in (0, 1)
+    ]
     assert sorted(torch.cat([y for s in test for _, y in s]).tolist()) == list(range(45))
 
 
@@ -138,10 +146,15 @@ def test_settings_that_cannot_work_distributed_say_so(monkeypatch):
 
 def run(cmd: list, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run a command with this checkout's cnnlab importable and one thread per process."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
-               OMP_NUM_THREADS="1", CNNLAB_OFFLINE="1")  # fmt: skip
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)  # fmt: skip
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        OMP_NUM_THREADS="1",
+        CNNLAB_OFFLINE="1",
+    )
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def torchrun(*args) -> list:
@@ -167,19 +180,45 @@ def test_two_processes_train_the_one_process_model_and_resume(tmp_path, real_roo
     so its updates differ slightly (--sync-bn fixes that on GPUs); see the image-folder test below.
     The distributed run also stops after epoch 1 and is resumed by a second torchrun.
     """
-    settings = dict(model="mlp", train_subset=1024, test_subset=500, batch_size=64,
-                    schedule="constant", lr=0.002, device="cpu", data_root=str(real_root),
-                    threads=1)  # one thread, as torchrun gives each process  # fmt: skip
+    settings = dict(
+        model="mlp",
+        train_subset=1024,
+        test_subset=500,
+        batch_size=64,
+        schedule="constant",
+        lr=0.002,
+        device="cpu",
+        data_root=str(real_root),
+        threads=1,
+    )  # one thread, as torchrun gives each process
     fit(make_config(**settings, epochs=2), tmp_path / "one")  # the one-process run, in pytest
-    flags = ["train", "--model", "mlp", "--train-subset", "1024", "--test-subset", "500",
-             "--batch-size", "64", "--schedule", "constant", "--lr", "0.002", "--device", "cpu",
-             "--root", real_root, "--quiet"]  # fmt: skip
+    flags = [
+        "train",
+        "--model",
+        "mlp",
+        "--train-subset",
+        "1024",
+        "--test-subset",
+        "500",
+        "--batch-size",
+        "64",
+        "--schedule",
+        "constant",
+        "--lr",
+        "0.002",
+        "--device",
+        "cpu",
+        "--root",
+        real_root,
+        "--quiet",
+    ]
     two = tmp_path / "two"
     first = run(torchrun("-m", "cnnlab", *flags, "--epochs", "1", "--out", two), tmp_path)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count("test accuracy") == 1  # only rank 0 prints
-    resumed = run(torchrun("-m", "cnnlab", "train", "--resume", two, "--epochs", "2", "--quiet"),
-                  tmp_path)  # fmt: skip
+    resumed = run(
+        torchrun("-m", "cnnlab", "train", "--resume", two, "--epochs", "2", "--quiet"), tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr
     # one run folder, written by rank 0 alone: nothing else in the working directory
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
@@ -214,11 +253,30 @@ def test_batchnorm_model_on_an_image_folder_follows_the_same_loss_curve(tmp_path
     An image folder goes through the DataLoader path: DistributedSampler with set_epoch.
     """
     folder = write_image_folder(tmp_path / "images")
-    settings = dict(dataset=f"imagefolder:{folder}", model="cnn", batch_size=32, epochs=2,
-                    model_kwargs={"width": 4, "dropout": 0}, device="cpu")  # fmt: skip
-    flags = ["train", "--dataset", settings["dataset"], "--model", "cnn", "--model-kwargs",
-             '{"width": 4, "dropout": 0}', "--batch-size", "32", "--epochs", "2", "--device",
-             "cpu", "--quiet"]  # fmt: skip
+    settings = dict(
+        dataset=f"imagefolder:{folder}",
+        model="cnn",
+        batch_size=32,
+        epochs=2,
+        model_kwargs={"width": 4, "dropout": 0},
+        device="cpu",
+    )
+    flags = [
+        "train",
+        "--dataset",
+        settings["dataset"],
+        "--model",
+        "cnn",
+        "--model-kwargs",
+        '{"width": 4, "dropout": 0}',
+        "--batch-size",
+        "32",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
     two = run(torchrun("-m", "cnnlab", *flags, "--out", tmp_path / "two"), tmp_path)
     assert two.returncode == 0, two.stderr
     fit(make_config(**settings, threads=1), tmp_path / "one")  # the one-process run, in pytest
@@ -238,11 +296,27 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     """Rank 1 raises mid-epoch while rank 0 waits for it in the all-reduce: no hang."""
     from tests.dist_worker import INJECTED
 
-    flags = ["train", "--dataset", "fake", "--model", "mlp", "--batch-size", "16", "--epochs",
-             "3", "--device", "cpu", "--dist-timeout", "60", "--out", tmp_path / "run"]  # fmt: skip
+    flags = [
+        "train",
+        "--dataset",
+        "fake",
+        "--model",
+        "mlp",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--dist-timeout",
+        "60",
+        "--out",
+        tmp_path / "run",
+    ]
     start = time.monotonic()
-    proc = run(torchrun(REPO / "tests" / "dist_worker.py", tmp_path / "data", 1, *flags), tmp_path,
-               timeout=240)  # fmt: skip
+    proc = run(
+        torchrun(REPO / "tests" / "dist_worker.py", tmp_path / "data", 1, *flags), tmp_path, timeout=240
+    )
     elapsed = time.monotonic() - start
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out

@@ -42,9 +42,13 @@ def test_every_registered_model_has_its_layers_found(name):
 def test_cnn_block_names_and_maps_match_a_hand_run_forward():
     model = get_model("cnn", (1, 28, 28), 10, stages=2).eval()  # two stages keep the hand run short
     assert [ly.name for ly in conv_and_pool_layers(model)] == [
-        "features.conv1", "features.conv2", "features.pool1",
-        "features.conv3", "features.conv4", "features.pool2",
-    ]  # fmt: skip
+        "features.conv1",
+        "features.conv2",
+        "features.pool1",
+        "features.conv3",
+        "features.conv4",
+        "features.pool2",
+    ]
     x = torch.randn(1, 1, 28, 28)
     maps = feature_maps(model, x)
     with torch.no_grad():
@@ -127,10 +131,14 @@ def test_explain_image_and_cli_write_readable_pngs(fake_dataset, tmp_path):
     assert code == 0, err
     files = sorted(p.name for p in (tmp_path / "ex").iterdir())
     assert files == [
-        "01_input.png", "02_attribution.png", "03_filters.png",
-        "04_conv_features.conv1.png", "05_pool_features.pool1.png",
-        "06_conv_features.conv2.png", "07_pool_features.pool2.png",
-    ]  # fmt: skip
+        "01_input.png",
+        "02_attribution.png",
+        "03_filters.png",
+        "04_conv_features.conv1.png",
+        "05_pool_features.pool1.png",
+        "06_conv_features.conv2.png",
+        "07_pool_features.pool2.png",
+    ]
     for name in files:
         with Image.open(tmp_path / "ex" / name) as img:
             assert img.format == "PNG" and img.width > 300

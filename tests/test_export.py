@@ -80,8 +80,9 @@ def test_parity_images_fall_back_to_noise_when_the_dataset_is_gone(cnn_run):
 
 
 def test_cli_export_prints_the_parity(cnn_run, tmp_path):
-    code, out, err = run_cli("export", str(cnn_run.path), "--format", "torchscript",
-                             "--out", str(tmp_path / "m.pt"))  # fmt: skip
+    code, out, err = run_cli(
+        "export", str(cnn_run.path), "--format", "torchscript", "--out", str(tmp_path / "m.pt")
+    )
     assert code == 0, err
     assert "wrote" in out and "max |logit diff|" in out and "same top class 100.00%" in out
     code, _, err = run_cli("export", str(tmp_path / "nope"))

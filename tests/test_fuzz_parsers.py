@@ -41,7 +41,7 @@ matrix_text = st.one_of(
     st.text(alphabet="[](),.-+eE0123456789 \n#_xjinfa", max_size=80),
     st.lists(
         st.lists(st.one_of(st.integers(), st.floats(), st.text(max_size=3)), max_size=5), max_size=5
-    ).map(repr),  # fmt: skip
+    ).map(repr),
     st.integers(1, 3000).map(lambda n: "[" * n + "1" + "]" * n),
 )
 
@@ -80,8 +80,9 @@ def test_parse_and_pool_matrix(text, op, kernel, stride):
     rows = expect_own_errors("pool: parse_matrix on random text", lambda: parse_matrix(text))
     if rows is not None:
         assert rows and all(len(r) == len(rows[0]) for r in rows)
-        res = expect_own_errors("pool: pool_matrix with random kernel/stride",
-                                lambda: pool_matrix(rows, op, kernel, stride))  # fmt: skip
+        res = expect_own_errors(
+            "pool: pool_matrix with random kernel/stride", lambda: pool_matrix(rows, op, kernel, stride)
+        )
         if res is not None:
             assert len(list(res.windows())) == res.shape[0] * res.shape[1]
 
@@ -89,12 +90,15 @@ def test_parse_and_pool_matrix(text, op, kernel, stride):
 @fuzz_settings()
 @given(n=int_pairs, k=int_pairs, s=int_pairs, p=paddings, d=int_pairs, ceil=st.booleans())
 def test_shapes_functions(n, k, s, p, d, ceil):
-    out = expect_own_errors("shapes: conv2d_output/pool2d_output on random arguments",
-                            lambda: conv2d_output(n, k, s, p, d))  # fmt: skip
+    out = expect_own_errors(
+        "shapes: conv2d_output/pool2d_output on random arguments", lambda: conv2d_output(n, k, s, p, d)
+    )
     if out is not None:
         assert min(out.size) >= 1 and out.formula()
-    out = expect_own_errors("shapes: conv2d_output/pool2d_output on random arguments",
-                            lambda: pool2d_output(n, k, s, p, d, ceil))  # fmt: skip
+    out = expect_own_errors(
+        "shapes: conv2d_output/pool2d_output on random arguments",
+        lambda: pool2d_output(n, k, s, p, d, ceil),
+    )
     if out is not None:
         assert min(out.size) >= 1 and out.describe()
 
@@ -110,8 +114,9 @@ def test_one_axis_sizes(n, k, s, p, d, ceil):
 @fuzz_settings(scale=0.5)
 @given(n=int_pairs, k=int_pairs, t=int_pairs, ms=ints, mp=st.one_of(st.none(), ints), d=int_pairs)
 def test_solver(n, k, t, ms, mp, d):
-    sol = expect_own_errors("shapes: solve_conv on random arguments",
-                            lambda: solve_conv(n, k, t, ms, mp, d))  # fmt: skip
+    sol = expect_own_errors(
+        "shapes: solve_conv on random arguments", lambda: solve_conv(n, k, t, ms, mp, d)
+    )
     if sol is not None:
         assert all(c.size == sol.target for c in sol.matches)
 
@@ -144,8 +149,18 @@ def argv(draw, run_dir: str) -> list[str]:
         if draw(st.booleans()):
             args += ["--op", draw(st.sampled_from(["max", "avg", "both", "sum"]))]
     elif command == "model":
-        target = draw(st.sampled_from([*list_models(), "nope", run_dir, run_dir + "/model.safetensors",
-                                       run_dir + "/missing.safetensors", "/"]))  # fmt: skip
+        target = draw(
+            st.sampled_from(
+                [
+                    *list_models(),
+                    "nope",
+                    run_dir,
+                    run_dir + "/model.safetensors",
+                    run_dir + "/missing.safetensors",
+                    "/",
+                ]
+            )
+        )
         args = ["shapes", "model", target]
         if draw(st.booleans()):
             # sizes up to 96 build for real; larger ones must be refused before allocating
@@ -182,8 +197,11 @@ def run_dir(tmp_path_factory) -> str:
 
     folder = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    save_weights(folder / "model.safetensors", get_model("mlp", hidden=(8,)),
-                 run_metadata("mlp", {"hidden": [8]}, MNIST))  # fmt: skip
+    save_weights(
+        folder / "model.safetensors",
+        get_model("mlp", hidden=(8,)),
+        run_metadata("mlp", {"hidden": [8]}, MNIST),
+    )
     return str(folder)
 
 
@@ -235,13 +253,16 @@ def test_huge_models_are_refused_before_allocating(args, capsys):
         {"width": "16"},
         {"widths": [8], "blocks": 10**12},
         {"hidden": [10**5, 10**5]},
-    ],  # fmt: skip
+    ],
 )
 def test_get_model_refuses_absurd_options_with_config_error(kwargs):
     from cnnlab.models import get_model
 
-    name = next(n for n, keys in {"mlp": {"hidden"}, "cnn": {"width"}, "resnet": {"blocks"}}.items()
-                if keys & set(kwargs))  # fmt: skip
+    name = next(
+        n
+        for n, keys in {"mlp": {"hidden"}, "cnn": {"width"}, "resnet": {"blocks"}}.items()
+        if keys & set(kwargs)
+    )
     with memory_cap(256 << 20), pytest.raises(ConfigError):
         get_model(name, **kwargs)
 
@@ -255,10 +276,12 @@ def test_pool_matrix_nesting_and_huge_numbers():
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [("5", "must be a JSON object"),  # was TypeError: argument after ** must be a mapping
-     ("[" * 30_000 + "]" * 30_000, "not valid JSON"),  # was RecursionError
-     ("{'a': 1}", "not valid JSON")],
-)  # fmt: skip
+    [
+        ("5", "must be a JSON object"),  # was TypeError: argument after ** must be a mapping
+        ("[" * 30_000 + "]" * 30_000, "not valid JSON"),  # was RecursionError
+        ("{'a': 1}", "not valid JSON"),
+    ],
+)
 def test_train_model_kwargs_must_be_a_json_object(kwargs, message, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "--model", "mlp", "--model-kwargs", kwargs])

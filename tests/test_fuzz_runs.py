@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tests.fuzzing import fuzz_settings, memory_cap, mutated, record
 
+from cnnlab.checkpoint import load_resume_state, save_resume_state
 from cnnlab.data.datasets import MNIST
 from cnnlab.errors import CheckpointError
 from cnnlab.models import get_model
-from cnnlab.checkpoint import load_resume_state, save_resume_state
 from cnnlab.runs import load_run, run_metadata, save_weights
 from cnnlab.tensorfile import metadata_digest
 
@@ -146,7 +146,7 @@ metadata_values = {
         st.lists(st.text(max_size=4), max_size=12),
         st.integers(0, 10**6).map(lambda n: [str(i) for i in range(min(n, 10**5))]),
         json_values,
-    ).map(json.dumps),  # fmt: skip
+    ).map(json.dumps),
     "input_shape": st.one_of(shapes, json_values).map(json.dumps),
     "mean": st.one_of(st.lists(st.floats(), max_size=4), json_values).map(json.dumps),
     "std": st.one_of(st.lists(st.floats(), max_size=4), json_values).map(json.dumps),
@@ -212,8 +212,15 @@ def resume_folder(tmp_path_factory):
     opt = torch.optim.Adam(model.parameters())
     model(torch.zeros(2, 1, 28, 28)).sum().backward()
     opt.step()
-    save_resume_state(folder, {"epoch": 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "rng": torch.get_rng_state()})  # fmt: skip
+    save_resume_state(
+        folder,
+        {
+            "epoch": 1,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+    )
     return folder
 
 
@@ -230,12 +237,14 @@ def test_hostile_resume_state(resume_folder, data):
     state = doc["state"]
     for _ in range(data.draw(st.integers(1, 3))):
         key = data.draw(st.sampled_from(sorted(state)))
-        state[key] = data.draw(st.one_of(
-            json_values,
-            st.fixed_dictionaries({"__tensor__": json_values}),
-            st.fixed_dictionaries({"__items__": json_values}),
-            st.fixed_dictionaries({"__tuple__": json_values}),
-        ))  # fmt: skip
+        state[key] = data.draw(
+            st.one_of(
+                json_values,
+                st.fixed_dictionaries({"__tensor__": json_values}),
+                st.fixed_dictionaries({"__items__": json_values}),
+                st.fixed_dictionaries({"__tuple__": json_values}),
+            )
+        )
     if data.draw(st.booleans()):
         doc["epoch"] = data.draw(json_values)
     if data.draw(st.booleans()):

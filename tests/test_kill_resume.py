@@ -23,8 +23,8 @@ from tests.fuzzing import record
 
 from cnnlab import checkpoint, runs
 from cnnlab.cli import main
-from cnnlab.errors import CheckpointError
 from cnnlab.config import make_config
+from cnnlab.errors import CheckpointError
 from cnnlab.train import fit
 
 pytestmark = [
@@ -34,8 +34,20 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 2
-TRAIN = ["train", "--dataset", "fake", "--model", "mlp", "--batch-size", "32", "--device", "cpu",
-         "--threads", "1", "-q"]  # fmt: skip
+TRAIN = [
+    "train",
+    "--dataset",
+    "fake",
+    "--model",
+    "mlp",
+    "--batch-size",
+    "32",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "-q",
+]
 
 # Runs `cnnlab ARGS` on the fake dataset. KILL_AT_WRITE=N makes the Nth run-folder write
 # (io.atomic_write: config.json; epoch 0: weights, metrics, resume.safetensors, resume.json;
@@ -69,18 +81,27 @@ sys.exit(main(sys.argv[2:]))
 
 
 def launch(tmp_path: Path, args: list[str], **env) -> subprocess.Popen:
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
-                   CNNLAB_DATA=str(tmp_path / "data"), **env)  # fmt: skip
+    environ = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO)]),
+        CNNLAB_DATA=str(tmp_path / "data"),
+        **env,
+    )
     return subprocess.Popen(
         [sys.executable, "-c", LAUNCHER, str(tmp_path / "data"), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, cwd=tmp_path,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+        cwd=tmp_path,
+    )
 
 
 def straight_run(tmp_path: Path) -> dict[str, torch.Tensor]:
     """The weights of the same run without interruption (in-process; the fixture's dataset)."""
-    config = make_config(dataset="fake", model="mlp", batch_size=32, device="cpu", threads=1,
-                         epochs=EPOCHS)  # fmt: skip
+    config = make_config(
+        dataset="fake", model="mlp", batch_size=32, device="cpu", threads=1, epochs=EPOCHS
+    )
     return {k: v.clone() for k, v in fit(config, tmp_path / "straight").model.state_dict().items()}
 
 
@@ -127,8 +148,12 @@ def resume_and_compare(run: Path, reference: dict[str, torch.Tensor], capsys) ->
 )
 def test_sigkill_inside_a_checkpoint_write(fake_dataset, tmp_path, capsys, write, mode):
     run = tmp_path / "run"
-    proc = launch(tmp_path, [*TRAIN, "--epochs", str(EPOCHS), "--out", str(run)],
-                  KILL_AT_WRITE=str(write), KILL_MODE=mode)  # fmt: skip
+    proc = launch(
+        tmp_path,
+        [*TRAIN, "--epochs", str(EPOCHS), "--out", str(run)],
+        KILL_AT_WRITE=str(write),
+        KILL_MODE=mode,
+    )
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, stderr
     saved = check_folder_after_kill(run)
@@ -144,8 +169,20 @@ def test_sigkill_at_random_moments(fake_dataset, tmp_path, capsys, seed):
     sometimes mid-write. Then resume it to the end."""
     run = tmp_path / "run"
     epochs = 6
-    proc = launch(tmp_path, [*TRAIN[:-1], "--epochs", str(epochs), "--batch-size", "8",
-                             "--schedule", "constant", "--out", str(run)])  # fmt: skip
+    proc = launch(
+        tmp_path,
+        [
+            *TRAIN[:-1],
+            "--epochs",
+            str(epochs),
+            "--batch-size",
+            "8",
+            "--schedule",
+            "constant",
+            "--out",
+            str(run),
+        ],
+    )
     deadline = time.time() + 300
     for line in proc.stdout:
         if line.startswith("epoch 1/"):
@@ -165,8 +202,12 @@ def test_ctrl_c_during_a_checkpoint_write_finishes_the_write(fake_dataset, tmp_p
     """SIGINT arriving inside epoch 1's resume.safetensors write: the epoch's files are all
     written, the CLI says how to resume, and resuming gives the uninterrupted weights."""
     run = tmp_path / "run"
-    proc = launch(tmp_path, [*TRAIN, "--epochs", str(EPOCHS), "--out", str(run)],
-                  KILL_AT_WRITE="8", KILL_MODE="sigint")  # fmt: skip
+    proc = launch(
+        tmp_path,
+        [*TRAIN, "--epochs", str(EPOCHS), "--out", str(run)],
+        KILL_AT_WRITE="8",
+        KILL_MODE="sigint",
+    )
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
     assert "interrupted after 1 epoch(s)" in stderr and "Traceback" not in stderr

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
+from cnnlab.checkpoint import load_resume_state, save_resume_state
 from cnnlab.data.datasets import FASHION_MNIST, MNIST
 from cnnlab.errors import CheckpointError
 from cnnlab.models import get_model
-from cnnlab.checkpoint import load_resume_state, save_resume_state
 from cnnlab.runs import load_run, run_metadata, save_weights
 
 

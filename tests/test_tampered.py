@@ -17,11 +17,11 @@ import torch
 from tests.fuzzing import memory_cap, record
 
 from cnnlab import checkpoint, runs, tensorfile
+from cnnlab.checkpoint import load_resume_state, save_resume_state
 from cnnlab.cli import main
 from cnnlab.data.datasets import MNIST
 from cnnlab.errors import CheckpointError
 from cnnlab.models import get_model
-from cnnlab.checkpoint import load_resume_state, save_resume_state
 from cnnlab.runs import load_run, run_metadata, save_weights
 
 
@@ -119,8 +119,11 @@ def test_pickle_renamed_safetensors_never_runs(tmp_path, how, capsys):
     expect(folder, "not a valid safetensors file", f"a pickle ({how}) renamed .safetensors")
     with pytest.raises(CheckpointError, match="not a valid safetensors file"):
         load_resume_state(folder)
-    for argv in (["eval", str(folder)], ["shapes", "model", str(folder)],
-                 ["train", "--resume", str(folder)]):  # fmt: skip
+    for argv in (
+        ["eval", str(folder)],
+        ["shapes", "model", str(folder)],
+        ["train", "--resume", str(folder)],
+    ):
         assert main(argv) == 2
         assert "not a valid safetensors file" in capsys.readouterr().err
     assert not marker.exists()  # nothing of the file was executed
@@ -207,8 +210,9 @@ def test_hostile_resume_skeletons(tmp_path, skeleton, match):
 def test_epoch_zero_weights_are_not_a_model(tmp_path):
     """A run killed in epoch 1 holds its untrained weights, kept only for --resume."""
     model = get_model("mlp", hidden=(8,))
-    save_weights(tmp_path / runs.WEIGHTS, model,
-                 dict(run_metadata("mlp", {"hidden": [8]}, MNIST), epochs_done=0))  # fmt: skip
+    save_weights(
+        tmp_path / runs.WEIGHTS, model, dict(run_metadata("mlp", {"hidden": [8]}, MNIST), epochs_done=0)
+    )
     with pytest.raises(CheckpointError, match="no complete epoch yet.*--resume"):
         load_run(tmp_path)
     (tmp_path / runs.WEIGHTS).unlink()

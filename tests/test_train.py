@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from cnnlab import checkpoint, runs
+from cnnlab.checkpoint import resume_config
 from cnnlab.collapse import check_collapse, dead_relu_fraction
+from cnnlab.config import RECIPES, TrainConfig, make_config
 from cnnlab.errors import ConfigError, TrainingDivergedError
 from cnnlab.models import get_model
-from cnnlab.checkpoint import resume_config
-from cnnlab.config import RECIPES, TrainConfig, make_config
 from cnnlab.train import TrainingInterrupted, fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,8 +235,15 @@ def test_image_folder_trains_through_the_dataloader_and_evaluates(tmp_path):
         folder = tmp_path / "shapes" / f"class{label}"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(folder / f"{i}.png")
-    config = make_config(model="lesson-cnn", dataset=f"imagefolder:{tmp_path / 'shapes'}",
-                         device="cpu", threads=1, epochs=2, batch_size=8, augment=True)  # fmt: skip
+    config = make_config(
+        model="lesson-cnn",
+        dataset=f"imagefolder:{tmp_path / 'shapes'}",
+        device="cpu",
+        threads=1,
+        epochs=2,
+        batch_size=8,
+        augment=True,
+    )
     result = fit(config, tmp_path / "run")
     assert result.info.classes == ("class0", "class1", "class2")
     again = fit(config)  # the DataLoader path is seeded too: same data order, same weights

@@ -39,14 +39,27 @@ def make_run(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train_and_save(out, dataset, model_name, model_kwargs, epochs, limit, lr, augment,
-                               style, seed, root, saved_as)  # fmt: skip
+        return _train_and_save(
+            out,
+            dataset,
+            model_name,
+            model_kwargs,
+            epochs,
+            limit,
+            lr,
+            augment,
+            style,
+            seed,
+            root,
+            saved_as,
+        )
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_and_save(out, dataset, model_name, model_kwargs, epochs, limit, lr, augment, style, seed,
-                    root, saved_as) -> Path:  # fmt: skip
+def _train_and_save(
+    out, dataset, model_name, model_kwargs, epochs, limit, lr, augment, style, seed, root, saved_as
+) -> Path:
     torch.manual_seed(seed)
     train = load_dataset(dataset, "train", root)
     info = dataclasses.replace(

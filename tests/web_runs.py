@@ -49,9 +49,28 @@ def mnist_web_run(tmp_path_factory, real_root) -> Path:
         out = tmp_path_factory.mktemp("mnist-web") / "mnist-cnn"
         threads = torch.get_num_threads()
         try:
-            code = cli_main(["train", "--model", "cnn", "--dataset", "mnist", "--root", str(real_root),
-                             "--epochs", "1", "--train-subset", "5000", "--test-subset", "2000",
-                             "--threads", "1", "--quiet", "--out", str(out)])  # fmt: skip
+            code = cli_main(
+                [
+                    "train",
+                    "--model",
+                    "cnn",
+                    "--dataset",
+                    "mnist",
+                    "--root",
+                    str(real_root),
+                    "--epochs",
+                    "1",
+                    "--train-subset",
+                    "5000",
+                    "--test-subset",
+                    "2000",
+                    "--threads",
+                    "1",
+                    "--quiet",
+                    "--out",
+                    str(out),
+                ]
+            )
         finally:
             torch.set_num_threads(threads)
         assert code == 0, "cnnlab train failed"

@@ -101,7 +101,11 @@ def save_resume_state(run_dir: str | os.PathLike, state: dict) -> None:
     """
     folder = Path(run_dir)
     tensors: dict[str, torch.Tensor] = {}
-    doc = {"format": RESUME_FORMAT, "epoch": state["epoch"], "state": flatten_state(state, "state", tensors)}
+    doc = {
+        "format": RESUME_FORMAT,
+        "epoch": state["epoch"],
+        "state": flatten_state(state, "state", tensors),
+    }
     text = json.dumps(doc, default=io.json_default)
     meta = {"epoch": str(state["epoch"]), "format": RESUME_FORMAT, "resume": text}
     save_tensors(folder / runs.RESUME_TENSORS, tensors, meta)

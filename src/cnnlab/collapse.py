@@ -43,20 +43,24 @@ def dead_relu_fraction(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     return result
 
 
-def check_collapse(config, epoch_metrics: dict, num_classes: int, model: nn.Module,
-                   probe: torch.Tensor) -> None:  # fmt: skip
+def check_collapse(
+    config, epoch_metrics: dict, num_classes: int, model: nn.Module, probe: torch.Tensor
+) -> None:
     """After the first epoch: a model still at chance has collapsed; say why and how to fix it."""
     chance_loss = math.log(num_classes)
-    at_chance = (epoch_metrics["test_acc"] < 1.5 / num_classes
-                 and epoch_metrics["train_loss"] > 0.9 * chance_loss)  # fmt: skip
+    at_chance = (
+        epoch_metrics["test_acc"] < 1.5 / num_classes and epoch_metrics["train_loss"] > 0.9 * chance_loss
+    )
     if not at_chance:
         return
     dead = dead_relu_fraction(model, probe)
     worst = max(dead, key=dead.get) if dead else None
     cause = f"learning rate {config.lr:g} is too high for {config.model}"
     if worst is not None and dead[worst] > 0.5:
-        cause += (f": {dead[worst]:.0%} of the units of layer {worst} output 0 for every test "
-                  "image (dead ReLUs pass no gradient, so training cannot recover)")  # fmt: skip
+        cause += (
+            f": {dead[worst]:.0%} of the units of layer {worst} output 0 for every test "
+            "image (dead ReLUs pass no gradient, so training cannot recover)"
+        )
     fix = f"try --lr {config.lr / 10:g}"
     channels = config.model_kwargs.get("channels")
     if config.model == "lesson-cnn" and channels and min(channels) == 1:

@@ -51,8 +51,12 @@ class TrainConfig:
     )
     lr: float = option(0.01, "(peak) learning rate")
     optimizer: str = option("adam", "optimiser", choices=OPTIMIZER_NAMES)
-    adam_betas: tuple[float, float] = option((0.9, 0.999), "Adam's moment decay rates", metavar=("B1", "B2"))
-    schedule: str = option("onecycle", "learning-rate schedule, stepped per batch", choices=SCHEDULE_NAMES)
+    adam_betas: tuple[float, float] = option(
+        (0.9, 0.999), "Adam's moment decay rates", metavar=("B1", "B2")
+    )
+    schedule: str = option(
+        "onecycle", "learning-rate schedule, stepped per batch", choices=SCHEDULE_NAMES
+    )
     # onecycle cycles Adam's beta1 too; off keeps adam_betas as set (a one-epoch run wants that)
     cycle_momentum: bool = option(True, "with onecycle, also cycle the momentum (Adam's beta1)")
     weight_decay: float = option(0.0, "weight decay (decoupled with adamw)")
@@ -70,11 +74,17 @@ class TrainConfig:
     channels_last: bool = option(True, "NHWC memory layout (faster convolutions on CPUs)")
     bf16: bool = option(False, "bfloat16 autocast on CUDA or CPUs with AVX512-BF16; else ignored")
     # earlier epochs are evaluated plainly: cheaper, and the curves stay comparable
-    tta: int = option(0, f"test-time augmentation at the final evaluation: N one-pixel shifts, 0-{TTA_MAX}")
-    data_root: str | None = option(None, "data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)", flag="--root")
+    tta: int = option(
+        0, f"test-time augmentation at the final evaluation: N one-pixel shifts, 0-{TTA_MAX}"
+    )
+    data_root: str | None = option(
+        None, "data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)", flag="--root"
+    )
     sync_bn: bool = option(False, "under torchrun on GPUs: BatchNorm statistics of the global batch")
     # small nets on a GPU are bound by kernel launches, which a recorded graph replays at once
-    cuda_graphs: bool = option(True, "on CUDA with adam/adamw, replay each step as a recorded CUDA graph")
+    cuda_graphs: bool = option(
+        True, "on CUDA with adam/adamw, replay each step as a recorded CUDA graph"
+    )
 
     def __post_init__(self):
         if isinstance(self.adam_betas, list):  # config.json stores the tuple as a list
@@ -146,7 +156,9 @@ def _check_types(config: TrainConfig) -> None:
         else:
             ok = isinstance(value, kind)
         if not ok:
-            raise ConfigError(f"{f.name} must be {_TYPE_WORDS.get(kind, kind.__name__)}, not {value!r:.60}")
+            raise ConfigError(
+                f"{f.name} must be {_TYPE_WORDS.get(kind, kind.__name__)}, not {value!r:.60}"
+            )
 
 
 def _finite_in(value: float, low: float, high: float) -> bool:
@@ -195,7 +207,13 @@ RECIPES: dict[str, dict] = {
     # the lesson's settings, the lr as the peak of a one-cycle schedule: its warm-up keeps the
     # first steps small, which is what kills the lesson's one-channel CNN at a constant rate
     "lesson-mlp": dict(
-        model="mlp", optimizer="adam", lr=0.01, batch_size=64, epochs=2, schedule="onecycle", normalize=False
+        model="mlp",
+        optimizer="adam",
+        lr=0.01,
+        batch_size=64,
+        epochs=2,
+        schedule="onecycle",
+        normalize=False,
     ),
     "lesson-cnn": dict(
         model="lesson-cnn", optimizer="adam", lr=0.01, batch_size=64, epochs=5, schedule="onecycle"

@@ -60,8 +60,10 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"environment variable {name}={value!r} is not an integer; "
-                          "launch with torchrun, which sets it") from None  # fmt: skip
+        raise ConfigError(
+            f"environment variable {name}={value!r} is not an integer; "
+            "launch with torchrun, which sets it"
+        ) from None
 
 
 def launched_by_torchrun() -> bool:
@@ -84,18 +86,24 @@ def is_main_process() -> bool:
 def _rank_device(device: torch.device, local_rank: int, world_size: int) -> torch.device:
     """The device of this rank: cuda -> cuda:LOCAL_RANK; cpu stays cpu."""
     if device.type == "mps":
-        raise ConfigError("distributed training does not run on mps (torch has no MPS process "
-                          "group); use --device cpu under torchrun")  # fmt: skip
+        raise ConfigError(
+            "distributed training does not run on mps (torch has no MPS process "
+            "group); use --device cpu under torchrun"
+        )
     if device.type != "cuda":
         return device
     if device.index is not None:
-        raise ConfigError(f"--device {device} pins all {world_size} processes to one GPU; use "
-                          "--device cuda and each process takes the GPU of its LOCAL_RANK")  # fmt: skip
+        raise ConfigError(
+            f"--device {device} pins all {world_size} processes to one GPU; use "
+            "--device cuda and each process takes the GPU of its LOCAL_RANK"
+        )
     count = torch.cuda.device_count()
     if local_rank >= count:
-        raise ConfigError(f"torchrun started process {local_rank} on this machine but it has "
-                          f"only {count} CUDA GPU(s): use --nproc_per_node {count} (or --device "
-                          "cpu)")  # fmt: skip
+        raise ConfigError(
+            f"torchrun started process {local_rank} on this machine but it has "
+            f"only {count} CUDA GPU(s): use --nproc_per_node {count} (or --device "
+            "cpu)"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -131,8 +139,9 @@ def setup(device: torch.device, timeout_s: float | None = None) -> DistContext:
     else:
         backend = torch.distributed.get_backend()
         rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
-                       backend=backend)  # fmt: skip
+    return DistContext(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=device, backend=backend
+    )
 
 
 def cleanup() -> None:
@@ -193,9 +202,11 @@ def wrap_model(model: nn.Module, ctx: DistContext, *, sync_bn: bool = False) -> 
         return model
     if sync_bn:
         if ctx.device.type != "cuda":
-            raise ConfigError("--sync-bn needs CUDA GPUs: torch's SyncBatchNorm does not run on "
-                              f"{ctx.device.type}; train without --sync-bn (each process then "
-                              "normalises its own share of the batch)")  # fmt: skip
+            raise ConfigError(
+                "--sync-bn needs CUDA GPUs: torch's SyncBatchNorm does not run on "
+                f"{ctx.device.type}; train without --sync-bn (each process then "
+                "normalises its own share of the batch)"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

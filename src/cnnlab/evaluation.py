@@ -97,8 +97,13 @@ def load_split(run: runs.Run, split: str = "test", root: str | os.PathLike | Non
     return ds
 
 
-def split_batches(run: runs.Run, ds, batch_size: int = 500, subset: int | None = None,
-                  device: str | torch.device = "cpu"):
+def split_batches(
+    run: runs.Run,
+    ds,
+    batch_size: int = 500,
+    subset: int | None = None,
+    device: str | torch.device = "cpu",
+):
     """Unshuffled, normalised batches of a split (the first `subset` images when given)."""
     return make_batches(ds, batch_size, run.mean, run.std, subset=subset, device=device)
 
@@ -159,7 +164,9 @@ def evaluate_run(
         "most_confused": metrics.most_confused(cm, run.classes, top=5),
     }
     files = {"eval": io.write_json(out / EVAL_JSON, report)}
-    files["confusion"] = figures.confusion_matrices({run.model_name: cm.tolist()}, run.classes, out / CONFUSION)
+    files["confusion"] = figures.confusion_matrices(
+        {run.model_name: cm.tolist()}, run.classes, out / CONFUSION
+    )
     files["errors"] = _errors_figure(run, ds, probs, targets, report, out / ERRORS, split, max_errors)
     return {**report, "files": {k: str(v) for k, v in files.items()}}
 
@@ -170,10 +177,13 @@ def _errors_figure(run, ds, probs, targets, report, out: Path, split: str, max_e
     wrong = (preds != targets).nonzero().flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:max_errors]  # confident errors first
     if not len(wrong):
-        return figures.message_figure(f"{run.model_name}: no misclassified images among {report['images']}", out)
+        return figures.message_figure(
+            f"{run.model_name}: no misclassified images among {report['images']}", out
+        )
     images = torch.stack([raw_image(ds, int(i)) for i in wrong])
     titles = [
-        f"{run.classes[int(targets[i])]} -> {run.classes[int(preds[i])]} {100 * float(confidence[i]):.0f}%"
+        f"{run.classes[int(targets[i])]} -> {run.classes[int(preds[i])]} "
+        f"{100 * float(confidence[i]):.0f}%"
         for i in wrong
     ]
     return figures.image_grid(

@@ -109,7 +109,9 @@ def export_run(
         run_exported = _export(model, x[: min(2, len(x))], part, fmt, exporter)
         with torch.inference_mode():
             expected = model(x).float().numpy()
-        got = np.concatenate([run_exported(x[:1]), run_exported(x[1:])]) if len(x) > 1 else run_exported(x)
+        got = (
+            np.concatenate([run_exported(x[:1]), run_exported(x[1:])]) if len(x) > 1 else run_exported(x)
+        )
         checked["diff"] = diff = float(np.abs(got - expected).max())
         checked["agree"] = agree = float((got.argmax(1) == expected.argmax(1)).mean())
         if not diff <= tolerance or agree < 1.0:
@@ -143,15 +145,27 @@ def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path, expo
             if exporter == "dynamo":
                 batch = torch.export.Dim("batch", min=1, max=1 << 16)
                 torch.onnx.export(
-                    model, (example,), str(path), dynamo=True, external_data=False, verbose=False,
-                    input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
-                )  # fmt: skip
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=True,
+                    external_data=False,
+                    verbose=False,
+                    input_names=["input"],
+                    output_names=["logits"],
+                    dynamic_shapes=({0: batch},),
+                )
             else:
                 torch.onnx.export(
-                    model, (example,), str(path), dynamo=False, verbose=False,
-                    input_names=["input"], output_names=["logits"],
+                    model,
+                    (example,),
+                    str(path),
+                    dynamo=False,
+                    verbose=False,
+                    input_names=["input"],
+                    output_names=["logits"],
                     dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                )  # fmt: skip
+                )
     except ImportError as e:
         raise ExportError(
             f"ONNX export needs the [export] extra ({e}); pip install 'cnnlab[export]'"

@@ -21,7 +21,9 @@ from cnnlab import io  # noqa: E402
 def save_figure(fig, out: str | os.PathLike, dpi: int = 110) -> Path:
     """Save atomically (`.part` then rename) and close the figure."""
     try:
-        return io.atomic_write(out, lambda part: fig.savefig(part, dpi=dpi, bbox_inches="tight", format="png"))
+        return io.atomic_write(
+            out, lambda part: fig.savefig(part, dpi=dpi, bbox_inches="tight", format="png")
+        )
     finally:
         plt.close(fig)
 
@@ -85,10 +87,10 @@ def comparison_curves(histories: dict[str, Sequence[dict]], out: str | os.PathLi
         all_epochs += epochs
         line = ax_loss.plot(epochs, [m["test_loss"] for m in metrics], "o-", label=f"{name} test")
         color = line[0].get_color()
-        ax_loss.plot(epochs, [m["train_loss"] for m in metrics], ":", color=color,
-                     label=f"{name} train")  # fmt: skip
-        ax_acc.plot(epochs, [100 * m["test_acc"] for m in metrics], "o-", color=color,
-                    label=f"{name} test")  # fmt: skip
+        ax_loss.plot(epochs, [m["train_loss"] for m in metrics], ":", color=color, label=f"{name} train")
+        ax_acc.plot(
+            epochs, [100 * m["test_acc"] for m in metrics], "o-", color=color, label=f"{name} test"
+        )
     _label_axes(ax_loss, ax_acc, sorted(set(all_epochs)))
     ax_acc.set_title("test accuracy")
     ax_loss.set_title("loss (dotted: train)")
@@ -127,9 +129,15 @@ def confusion_matrices(
             for i in range(k):
                 for j in range(k):
                     if cm[i, j]:
-                        ax.text(j, i, f"{100 * norm[i, j]:.0f}" if norm[i, j] >= 0.005 else "<1",
-                                ha="center", va="center", fontsize=7,
-                                color="white" if norm[i, j] > 0.5 else "black")  # fmt: skip
+                        ax.text(
+                            j,
+                            i,
+                            f"{100 * norm[i, j]:.0f}" if norm[i, j] >= 0.005 else "<1",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black",
+                        )
         ticks = list(range(k))
         short = [c if len(c) <= 8 else c[:7] + "." for c in classes]
         ax.set_xticks(ticks, short, rotation=90 if max(map(len, short)) > 2 else 0, fontsize=8)

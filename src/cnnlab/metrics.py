@@ -33,10 +33,15 @@ def per_class_scores(cm: torch.Tensor, classes: Sequence[str]) -> list[dict]:
     denom = precision + recall
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), torch.zeros_like(tp))
     return [
-        {"class": str(name), "precision": float(precision[i]), "recall": float(recall[i]),
-         "f1": float(f1[i]), "support": int(support[i])}
+        {
+            "class": str(name),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
         for i, name in enumerate(classes)
-    ]  # fmt: skip
+    ]
 
 
 def summary(cm: torch.Tensor, classes: Sequence[str]) -> dict:
@@ -62,5 +67,8 @@ def most_confused(cm: torch.Tensor, classes: Sequence[str], top: int = 3) -> lis
     off.fill_diagonal_(0)
     values, flat = off.reshape(-1).sort(descending=True)
     k = cm.shape[0]
-    return [(str(classes[int(i) // k]), str(classes[int(i) % k]), int(v))
-            for v, i in zip(values[:top], flat[:top], strict=True) if v > 0]  # fmt: skip
+    return [
+        (str(classes[int(i) // k]), str(classes[int(i) % k]), int(v))
+        for v, i in zip(values[:top], flat[:top], strict=True)
+        if v > 0
+    ]

@@ -78,9 +78,13 @@ class Predictor:
     ) -> Preprocessed:
         """The model input for one image (raises `ImageInputError` for a bad one)."""
         return preprocess_image(
-            source, self.style, self.input_shape, dark_background=self.dark_background,
-            keep_steps=keep_steps, name=name,
-        )  # fmt: skip
+            source,
+            self.style,
+            self.input_shape,
+            dark_background=self.dark_background,
+            keep_steps=keep_steps,
+            name=name,
+        )
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) model inputs -> float (B, classes) softmax probabilities."""
@@ -100,9 +104,12 @@ class Predictor:
         ]
 
     def predict(
-        self, sources: Sequence[ImageSource], top: int = 3, names: Sequence[str] | None = None,
+        self,
+        sources: Sequence[ImageSource],
+        top: int = 3,
+        names: Sequence[str] | None = None,
         keep_steps: bool = False,
-    ) -> list[Prediction]:  # fmt: skip
+    ) -> list[Prediction]:
         """Predict a batch of images (paths, bytes, PIL images or arrays).
 
         Raises:

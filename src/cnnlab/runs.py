@@ -107,7 +107,10 @@ def save_weights(path: str | os.PathLike, model: nn.Module, metadata: dict) -> P
     missing = [k for k in _REQUIRED if k not in metadata]
     if missing:
         raise ConfigError(f"save_weights: metadata lacks {', '.join(missing)}")
-    meta = {k: v if isinstance(v, str) else json.dumps(v, default=io.json_default) for k, v in metadata.items()}
+    meta = {
+        k: v if isinstance(v, str) else json.dumps(v, default=io.json_default)
+        for k, v in metadata.items()
+    }
     meta.setdefault("style", "digits")
     meta["cnnlab_version"] = __version__
     meta["format"] = "cnnlab-weights-1"

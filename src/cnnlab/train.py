@@ -25,10 +25,9 @@ from cnnlab import checkpoint, distributed, io, runs
 from cnnlab.collapse import check_collapse
 from cnnlab.config import TrainConfig, input_normalisation
 from cnnlab.cuda_graphs import CapturedStep, cuda_graphs_apply
-from cnnlab.data.batches import Augment
-from cnnlab.data.factory import Batches, make_batches
+from cnnlab.data.factory import Batches, first_images, load_batches
 from cnnlab.devices import autocast, bf16_supported, resolve_device
-from cnnlab.errors import CheckpointError, ConfigError, TrainingDivergedError
+from cnnlab.errors import CheckpointError, TrainingDivergedError
 from cnnlab.evaluation import evaluate, global_sums
 from cnnlab.models import get_model
 
@@ -36,7 +35,9 @@ Callback = Callable[[dict], None]
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": lambda params, lr, wd, betas: torch.optim.Adam(params, lr=lr, weight_decay=wd, betas=betas),
-    "adamw": lambda params, lr, wd, betas: torch.optim.AdamW(params, lr=lr, weight_decay=wd, betas=betas),
+    "adamw": lambda params, lr, wd, betas: torch.optim.AdamW(
+        params, lr=lr, weight_decay=wd, betas=betas
+    ),
     "sgd": lambda params, lr, wd, betas: torch.optim.SGD(
         params, lr=lr, momentum=0.9, nesterov=True, weight_decay=wd
     ),
@@ -92,57 +93,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.out_dir, self.epochs_done, self.resumable = out_dir, epochs_done, resumable
 
 
-# --- batches --------------------------------------------------------------------------------------
-
-
-def load_batches(
-    config: TrainConfig, device: torch.device, rank: int = 0, world_size: int = 1
-) -> tuple[Batches, Batches, object]:
-    """(train batches, test batches, DatasetInfo) for a config: this rank's shard of each."""
-    from cnnlab.data.datasets import load_dataset
-
-    train_set = load_dataset(config.dataset, "train", config.data_root)
-    test_set = load_dataset(config.dataset, "test", config.data_root)
-    info = train_set.info
-    mean, std = input_normalisation(config, info)
-    if config.batch_size % world_size:
-        low = config.batch_size // world_size * world_size
-        raise ConfigError(
-            f"--batch-size {config.batch_size} is the global batch and must split evenly among "
-            f"{world_size} processes: use {max(low, world_size)} or {low + world_size}"
-        )
-    images = min(len(train_set), config.train_subset or len(train_set))
-    if config.batch_size > images:
-        raise ConfigError(
-            f"--batch-size {config.batch_size} is more than the {images} training images; "
-            f"use at most {images} (or a larger --train-subset)"
-        )
-    common = dict(channels_last=config.channels_last, device=device, rank=rank, world_size=world_size)
-    augment = Augment(rotate=config.rotate, scale=config.scale) if config.augment else None
-    train = make_batches(
-        train_set, config.batch_size // world_size, mean, std, subset=config.train_subset,
-        shuffle=True, seed=config.seed, augment=augment, **common,
-    )  # fmt: skip
-    test = make_batches(test_set, 1000, mean, std, subset=config.test_subset, even_shards=False, **common)
-    if train.num_samples < 1:
-        raise ConfigError(
-            f"{world_size} processes need at least {world_size} training images; raise --train-subset"
-        )
-    return train, test, info
-
-
-def first_images(batches: Batches, n: int) -> torch.Tensor:
-    """The first `n` (or all) images of epoch 0 of `batches`, as one tensor."""
-    batches.set_epoch(0)
-    taken, count = [], 0
-    for x, _ in batches:
-        taken.append(x)
-        count += len(x)
-        if count >= n:
-            break
-    return torch.cat(taken)[:n]
-
-
 # --- one epoch ------------------------------------------------------------------------------------
 
 
@@ -153,6 +103,17 @@ def _check_finite(mean_loss: float, optimizer, epoch: int, step: int) -> None:
             f"the loss became {mean_loss} at epoch {epoch + 1}, step {step}: the learning rate "
             f"{lr:.3g} is too high; divide --lr by 10"
         )
+
+
+def _step(model, optimizer, loss_fn, x, y, bf16: bool):
+    """Forward, loss, backward, optimiser step; (logits, loss)."""
+    with autocast(x.device, bf16):
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return logits, loss
 
 
 def train_one_epoch(
@@ -187,12 +148,7 @@ def train_one_epoch(
             if captured is not None:
                 logits, loss = captured(x, y)
             else:
-                with autocast(device, bf16):
-                    logits = model(x)
-                    loss = loss_fn(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                logits, loss = _step(model, optimizer, loss_fn, x, y, bf16)
             if scheduler is not None:
                 scheduler.step()
             loss_sum += loss.detach() * len(y)
@@ -203,12 +159,19 @@ def train_one_epoch(
                 _check_finite(g_loss / g_seen, optimizer, epoch, step)
                 if callback:
                     elapsed = time.perf_counter() - start
-                    callback({
-                        "event": "step", "epoch": epoch, "step": step, "steps": steps,
-                        "advance": step - reported, "loss": g_loss / g_seen, "acc": g_correct / g_seen,
-                        "images_per_s": g_seen / max(elapsed, 1e-9),
-                        "lr": float(optimizer.param_groups[0]["lr"]),
-                    })  # fmt: skip
+                    callback(
+                        {
+                            "event": "step",
+                            "epoch": epoch,
+                            "step": step,
+                            "steps": steps,
+                            "advance": step - reported,
+                            "loss": g_loss / g_seen,
+                            "acc": g_correct / g_seen,
+                            "images_per_s": g_seen / max(elapsed, 1e-9),
+                            "lr": float(optimizer.param_groups[0]["lr"]),
+                        }
+                    )
                     reported = step
     finally:
         if captured is not None:
@@ -218,8 +181,13 @@ def train_one_epoch(
     seconds = time.perf_counter() - start
     loss_total, correct, seen = global_sums(batches, [loss_sum, correct, seen], device)
     n = max(seen, 1)
-    return {"loss": loss_total / n, "acc": correct / n, "seconds": seconds,
-            "images_per_s": seen / max(seconds, 1e-9), "samples": int(seen)}  # fmt: skip
+    return {
+        "loss": loss_total / n,
+        "acc": correct / n,
+        "seconds": seconds,
+        "images_per_s": seen / max(seconds, 1e-9),
+        "samples": int(seen),
+    }
 
 
 # --- fit ------------------------------------------------------------------------------------------
@@ -251,12 +219,19 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
     ctx = distributed.setup(resolve_device(config.device), timeout_s=dist_timeout)
     bf16 = config.bf16 and bf16_supported(ctx.device)
     if config.bf16 and not bf16:
-        emit({"event": "warning", "message": f"bf16 ignored: {ctx.device.type} here has no fast "
-              "bfloat16 (needs CUDA or a CPU with AVX512-BF16); training in float32"})  # fmt: skip
+        emit(
+            {
+                "event": "warning",
+                "message": f"bf16 ignored: {ctx.device.type} here has no fast "
+                "bfloat16 (needs CUDA or a CPU with AVX512-BF16); training in float32",
+            }
+        )
     torch.manual_seed(config.seed)  # the initial weights and dropout masks
     with distributed.local_main_first(ctx):  # one process per machine fetches the files
         train_batches, test_batches, info = load_batches(config, ctx.device, ctx.rank, ctx.world_size)
-    model = get_model(config.model, info.image_shape, info.num_classes, **config.model_kwargs).to(ctx.device)
+    model = get_model(config.model, info.image_shape, info.num_classes, **config.model_kwargs).to(
+        ctx.device
+    )
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     init_s = 0.0
@@ -275,10 +250,20 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
     mean, std = input_normalisation(config, info)
     meta = runs.run_metadata(config.model, config.model_kwargs, info, {"mean": mean, "std": std})
     return _Job(
-        ctx, model, train_model, optimizer, scheduler,
-        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), train_batches, test_batches,
-        info, meta, bf16, cuda_graphs_apply(config, ctx.device, ctx.world_size), init_s,
-    )  # fmt: skip
+        ctx,
+        model,
+        train_model,
+        optimizer,
+        scheduler,
+        nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        train_batches,
+        test_batches,
+        info,
+        meta,
+        bf16,
+        cuda_graphs_apply(config, ctx.device, ctx.world_size),
+        init_s,
+    )
 
 
 def _restore(job: _Job, state: dict, config: TrainConfig, run_dir) -> list[dict]:
@@ -303,18 +288,31 @@ def _train_epoch(job: _Job, config: TrainConfig, epoch: int, callback: Callback 
     if job.ctx.rank:  # ranks > 0: dropout masks of their own, replayable from (seed, epoch)
         torch.manual_seed(distributed.rank_seed(config.seed, epoch, job.ctx.rank))
     tr = train_one_epoch(
-        job.train_model, job.train_batches, job.optimizer, job.loss_fn, scheduler=job.scheduler,
-        bf16=job.bf16, callback=callback, epoch=epoch, cuda_graph=job.graphs,
-    )  # fmt: skip
+        job.train_model,
+        job.train_batches,
+        job.optimizer,
+        job.loss_fn,
+        scheduler=job.scheduler,
+        bf16=job.bf16,
+        callback=callback,
+        epoch=epoch,
+        cuda_graph=job.graphs,
+    )
     distributed.broadcast_buffers(job.model, job.ctx)  # every rank evaluates rank 0's model
     tta = config.tta if epoch == config.epochs - 1 else 0  # TTA for the final figure only
     te = evaluate(job.model, job.test_batches, bf16=job.bf16, tta=tta)
     seconds = tr["seconds"] + (job.init_seconds if epoch == 0 else 0.0)  # the init is training
     return {
-        "epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"],
-        "test_loss": te["loss"], "test_acc": te["acc"], "seconds": seconds,
-        "images_per_s": tr["images_per_s"], "lr": float(job.optimizer.param_groups[0]["lr"]), "tta": tta,
-    }  # fmt: skip
+        "epoch": epoch + 1,
+        "train_loss": tr["loss"],
+        "train_acc": tr["acc"],
+        "test_loss": te["loss"],
+        "test_acc": te["acc"],
+        "seconds": seconds,
+        "images_per_s": tr["images_per_s"],
+        "lr": float(job.optimizer.param_groups[0]["lr"]),
+        "tta": tta,
+    }
 
 
 def _save(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict]) -> None:
@@ -332,11 +330,27 @@ def _start_folder(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[d
 
 def _start_event(job: _Job, config: TrainConfig, metrics: list[dict], out_dir) -> dict:
     return {
-        "event": "start", "config": asdict(config), "device": str(job.ctx.device), "bf16": job.bf16,
-        "cuda_graphs": job.graphs, "train_samples": job.train_batches.num_samples * job.ctx.world_size,
-        "steps": len(job.train_batches), "start_epoch": len(metrics), "out_dir": out_dir,
+        "event": "start",
+        "config": asdict(config),
+        "device": str(job.ctx.device),
+        "bf16": job.bf16,
+        "cuda_graphs": job.graphs,
+        "train_samples": job.train_batches.num_samples * job.ctx.world_size,
+        "steps": len(job.train_batches),
+        "start_epoch": len(metrics),
+        "out_dir": out_dir,
         "processes": job.ctx.world_size,
-    }  # fmt: skip
+    }
+
+
+def _resume_state(resume_from, config: TrainConfig) -> dict | None:
+    """The resume state to continue (None: start afresh, also for a folder with only its config)."""
+    if resume_from is None:
+        return None
+    checkpoint.check_resumable(checkpoint.saved_config(resume_from), config, resume_from)
+    return (
+        checkpoint.load_resume_state(resume_from) if checkpoint.has_resume_state(resume_from) else None
+    )
 
 
 def fit(
@@ -369,13 +383,8 @@ def fit(
     config.validate()
     emit = (callback if distributed.is_main_process() else None) or (lambda event: None)
     callback = callback if distributed.is_main_process() else None  # rank 0 reports for the job
-    state = None
-    if resume_from is not None:
-        if checkpoint.has_resume_state(resume_from):
-            state = checkpoint.load_resume_state(resume_from)
-        checkpoint.check_resumable(checkpoint.saved_config(resume_from), config, resume_from)
-        out_dir = out_dir if out_dir is not None else resume_from
-    out_dir = Path(out_dir) if out_dir is not None else None
+    state = _resume_state(resume_from, config)
+    out_dir = Path(out_dir) if out_dir is not None else (Path(resume_from) if resume_from else None)
     saved = len(state["metrics"]) if state else 0  # epochs on disk: what a resume continues from
     try:
         job = _build(config, state is None, emit, dist_timeout)
@@ -386,8 +395,14 @@ def fit(
         probe = next(iter(job.test_batches))[0][:256]  # images for the dead-ReLU diagnosis
         emit(_start_event(job, config, metrics, out_dir))
         for epoch in range(len(metrics), config.epochs):
-            emit({"event": "epoch_start", "epoch": epoch, "epochs": config.epochs,
-                  "steps": len(job.train_batches)})  # fmt: skip
+            emit(
+                {
+                    "event": "epoch_start",
+                    "epoch": epoch,
+                    "epochs": config.epochs,
+                    "steps": len(job.train_batches),
+                }
+            )
             metrics.append(_train_epoch(job, config, epoch, callback))
             with checkpoint.sigint_deferred():  # a Ctrl-C during the save is counted after it
                 if writes:

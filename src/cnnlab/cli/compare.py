@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from cnnlab.cli.output import format_table
 from cnnlab.cli.config_flags import add_config_options, config_overrides
+from cnnlab.cli.output import format_table
 from cnnlab.cli.train import Progress
 
 # settings that may differ per model: `--epochs mlp=2,cnn=3`
@@ -58,8 +58,8 @@ def split_per_model(overrides: dict, models: list[str]) -> tuple[dict, dict[str,
 
 
 def cmd_compare(args) -> int:
-    from cnnlab.reports.compare import REPORT, compare_models, lesson_sentence, table_rows
     from cnnlab.config import make_config
+    from cnnlab.reports.compare import REPORT, compare_models, lesson_sentence, table_rows
 
     shared, per_model = split_per_model(config_overrides(args), args.models)
     base = make_config(args.recipe, **shared)

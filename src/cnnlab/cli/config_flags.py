@@ -75,7 +75,9 @@ def add_config_options(
         as_text: fields read as text for the command to parse (compare's `--epochs mlp=2,cnn=3`).
     """
     recipes = ", ".join(RECIPES)
-    parser.add_argument("--recipe", help=f"named settings that flags override: {recipes} (default: none)")
+    parser.add_argument(
+        "--recipe", help=f"named settings that flags override: {recipes} (default: none)"
+    )
     skip, text = set(exclude), set(as_text)
     for f in fields(TrainConfig):
         if f.name not in skip:

@@ -27,8 +27,7 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     progress = _DemoProgress(args)
     try:
-        rows, files = run_demo(args.out, callback=progress, threads=args.threads,
-                               device=args.device)  # fmt: skip
+        rows, files = run_demo(args.out, callback=progress, threads=args.threads, device=args.device)
     finally:
         progress.close()
     headers, body = table_rows(rows)

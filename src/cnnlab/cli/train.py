@@ -17,6 +17,7 @@ import time
 from cnnlab.cli.config_flags import add_config_options, config_overrides
 from cnnlab.cli.output import progress_enabled
 
+
 def register(sub, common) -> None:
     p = sub.add_parser(
         "train",
@@ -54,20 +55,32 @@ class Progress:
             from tqdm import tqdm
 
             desc = f"{self.label}epoch {event['epoch'] + 1}/{event['epochs']}"
-            self.bar = tqdm(total=event["steps"], desc=desc, unit="step", leave=False,
-                            file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+            self.bar = tqdm(
+                total=event["steps"],
+                desc=desc,
+                unit="step",
+                leave=False,
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
         elif kind == "step" and self.bar is not None:
             self.bar.update(event["advance"])
-            self.bar.set_postfix(loss=f"{event['loss']:.4f}", acc=f"{100 * event['acc']:.2f}%",
-                                 img_s=f"{event['images_per_s']:.0f}", refresh=False)  # fmt: skip
+            self.bar.set_postfix(
+                loss=f"{event['loss']:.4f}",
+                acc=f"{100 * event['acc']:.2f}%",
+                img_s=f"{event['images_per_s']:.0f}",
+                refresh=False,
+            )
         elif kind == "epoch_end":
             self.close()
             if not self.quiet:
-                print(f"{self.label}epoch {event['epoch']}/{event['epochs']}: "
-                      f"train loss {event['train_loss']:.4f} acc {100 * event['train_acc']:.2f}% | "
-                      f"test loss {event['test_loss']:.4f} acc {100 * event['test_acc']:.2f}% | "
-                      f"{event['seconds']:.1f}s, {event['images_per_s']:.0f} images/s",
-                      flush=True)  # fmt: skip
+                print(
+                    f"{self.label}epoch {event['epoch']}/{event['epochs']}: "
+                    f"train loss {event['train_loss']:.4f} acc {100 * event['train_acc']:.2f}% | "
+                    f"test loss {event['test_loss']:.4f} acc {100 * event['test_acc']:.2f}% | "
+                    f"{event['seconds']:.1f}s, {event['images_per_s']:.0f} images/s",
+                    flush=True,
+                )
         elif kind == "start" and not self.quiet:
             c = event["config"]
             again = f", resuming after epoch {event['start_epoch']}" if event["start_epoch"] else ""
@@ -96,9 +109,13 @@ def resume_hint(out_dir) -> str:
 def interrupted_message(e, out) -> str:
     """One line saying what a Ctrl-C left on disk and how to continue."""
     if e.epochs_done:
-        return f"interrupted after {e.epochs_done} epoch(s); the run is saved in {out}; " + resume_hint(out)
+        return f"interrupted after {e.epochs_done} epoch(s); the run is saved in {out}; " + resume_hint(
+            out
+        )
     if e.resumable:
-        return f"interrupted before the first epoch finished; {out} holds its settings; " + resume_hint(out)
+        return f"interrupted before the first epoch finished; {out} holds its settings; " + resume_hint(
+            out
+        )
     return "interrupted before anything was saved; start the run again"
 
 
@@ -118,7 +135,9 @@ def _config_and_out(args, overrides: dict):
     config = make_config(args.recipe, **overrides)
     out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / runs.WEIGHTS).exists() and not args.overwrite:
-        raise ConfigError(f"{out} already holds a run; choose another --out, `--resume {out}`, or --overwrite")
+        raise ConfigError(
+            f"{out} already holds a run; choose another --out, `--resume {out}`, or --overwrite"
+        )
     return config, out
 
 
@@ -129,7 +148,9 @@ def cmd_train(args) -> int:
     config, out = _config_and_out(args, config_overrides(args))
     progress = Progress(args)
     try:
-        result = fit(config, out, callback=progress, resume_from=args.resume, dist_timeout=args.dist_timeout)
+        result = fit(
+            config, out, callback=progress, resume_from=args.resume, dist_timeout=args.dist_timeout
+        )
     except TrainingInterrupted as e:
         progress.close()
         if distributed.is_main_process():
@@ -149,5 +170,8 @@ def cmd_train(args) -> int:
         f"after {len(result.metrics)} epoch{'s' if len(result.metrics) != 1 else ''}, "
         f"{result.train_seconds:.1f}s of training"
     )
-    print(f"run folder: {out} (model.safetensors, metrics.json, config.json, curves.png); next: cnnlab eval {out}")
+    print(
+        f"run folder: {out} (model.safetensors, metrics.json, config.json, curves.png); "
+        f"next: cnnlab eval {out}"
+    )
     return 0

@@ -13,8 +13,10 @@ from typing import Protocol
 
 import torch
 
+from cnnlab.config import TrainConfig, input_normalisation
 from cnnlab.data.batches import Augment, InMemoryBatches
 from cnnlab.data.loader import LoaderBatches
+from cnnlab.errors import ConfigError
 
 
 class Batches(Protocol):
@@ -81,9 +83,68 @@ def make_batches(
         device: where batches are produced.
         rank, world_size, even_shards: this process's shard (see InMemoryBatches).
     """
-    common = dict(shuffle=shuffle, seed=seed, augment=augment, channels_last=channels_last, device=device)
+    common = dict(
+        shuffle=shuffle, seed=seed, augment=augment, channels_last=channels_last, device=device
+    )
     common.update(rank=rank, world_size=world_size, even_shards=even_shards)
     if is_in_memory(dataset):
         n = subset or len(dataset)
         return InMemoryBatches(dataset.images[:n], dataset.targets[:n], batch_size, mean, std, **common)
     return LoaderBatches(dataset, batch_size, mean, std, subset=subset, **common)
+
+
+def load_batches(
+    config: TrainConfig, device: torch.device, rank: int = 0, world_size: int = 1
+) -> tuple[Batches, Batches, object]:
+    """(train batches, test batches, DatasetInfo) for a config: this rank's shard of each."""
+    from cnnlab.data.datasets import load_dataset
+
+    train_set = load_dataset(config.dataset, "train", config.data_root)
+    test_set = load_dataset(config.dataset, "test", config.data_root)
+    info = train_set.info
+    mean, std = input_normalisation(config, info)
+    if config.batch_size % world_size:
+        low = config.batch_size // world_size * world_size
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is the global batch and must split evenly among "
+            f"{world_size} processes: use {max(low, world_size)} or {low + world_size}"
+        )
+    images = min(len(train_set), config.train_subset or len(train_set))
+    if config.batch_size > images:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is more than the {images} training images; "
+            f"use at most {images} (or a larger --train-subset)"
+        )
+    common = dict(channels_last=config.channels_last, device=device, rank=rank, world_size=world_size)
+    augment = Augment(rotate=config.rotate, scale=config.scale) if config.augment else None
+    train = make_batches(
+        train_set,
+        config.batch_size // world_size,
+        mean,
+        std,
+        subset=config.train_subset,
+        shuffle=True,
+        seed=config.seed,
+        augment=augment,
+        **common,
+    )
+    test = make_batches(
+        test_set, 1000, mean, std, subset=config.test_subset, even_shards=False, **common
+    )
+    if train.num_samples < 1:
+        raise ConfigError(
+            f"{world_size} processes need at least {world_size} training images; raise --train-subset"
+        )
+    return train, test, info
+
+
+def first_images(batches: Batches, n: int) -> torch.Tensor:
+    """The first `n` (or all) images of epoch 0 of `batches`, as one tensor."""
+    batches.set_epoch(0)
+    taken, count = [], 0
+    for x, _ in batches:
+        taken.append(x)
+        count += len(x)
+        if count >= n:
+            break
+    return torch.cat(taken)[:n]

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from cnnlab import figures, io, runs
+from cnnlab.config import TrainConfig
 from cnnlab.errors import ConfigError
 from cnnlab.evaluation import evaluate_run
 from cnnlab.models import count_macs, count_parameters
-from cnnlab.config import TrainConfig
 from cnnlab.train import Callback, fit
 
 REPORT = "report.md"
@@ -84,12 +84,20 @@ def compare_models(
         info = result.info
         model = runs.load_run(out / name).model
         seen = sum(m["images_per_s"] * m["seconds"] for m in result.metrics)
-        rows.append(ComparedModel(
-            name=name, run_dir=out / name, params=count_parameters(model),
-            macs=count_macs(model, info.image_shape), train_seconds=result.train_seconds,
-            images_per_s=seen / max(result.train_seconds, 1e-9), test_acc=ev["accuracy"],
-            test_loss=ev["loss"], errors=ev["errors"], config=config,
-        ))  # fmt: skip
+        rows.append(
+            ComparedModel(
+                name=name,
+                run_dir=out / name,
+                params=count_parameters(model),
+                macs=count_macs(model, info.image_shape),
+                train_seconds=result.train_seconds,
+                images_per_s=seen / max(result.train_seconds, 1e-9),
+                test_acc=ev["accuracy"],
+                test_loss=ev["loss"],
+                errors=ev["errors"],
+                config=config,
+            )
+        )
         histories[name] = result.metrics
         confusions[name] = ev["confusion"]
         classes = info.classes
@@ -101,11 +109,31 @@ def compare_models(
 
 def table_rows(rows: list[ComparedModel]) -> tuple[list[str], list[list]]:
     """Headers and rows of the comparison table (shared by the CLI and report.md)."""
-    headers = ["model", "parameters", "MACs/image", "epochs", "train s", "images/s",
-               "test acc %", "test loss", "errors"]  # fmt: skip
-    body = [[r.name, r.params, r.macs, r.config.epochs, round(r.train_seconds, 1),
-             round(r.images_per_s), round(100 * r.test_acc, 2), round(r.test_loss, 4), r.errors]
-            for r in rows]  # fmt: skip
+    headers = [
+        "model",
+        "parameters",
+        "MACs/image",
+        "epochs",
+        "train s",
+        "images/s",
+        "test acc %",
+        "test loss",
+        "errors",
+    ]
+    body = [
+        [
+            r.name,
+            r.params,
+            r.macs,
+            r.config.epochs,
+            round(r.train_seconds, 1),
+            round(r.images_per_s),
+            round(100 * r.test_acc, 2),
+            round(r.test_loss, 4),
+            r.errors,
+        ]
+        for r in rows
+    ]
     return headers, body
 
 
@@ -116,20 +144,30 @@ def lesson_sentence(rows: list[ComparedModel]) -> str:
     if best.errors == worst.errors:
         names = " and ".join(r.name for r in rows)
         cheap = min(rows, key=lambda r: r.macs)
-        return (f"{names} made the same number of test errors ({best.errors}, "
-                f"{100 * best.test_acc:.2f} % accuracy); {cheap.name} needs the fewest MACs per "
-                "image, so it is the better choice here.")  # fmt: skip
+        return (
+            f"{names} made the same number of test errors ({best.errors}, "
+            f"{100 * best.test_acc:.2f} % accuracy); {cheap.name} needs the fewest MACs per "
+            "image, so it is the better choice here."
+        )
     ratio = worst.errors / max(best.errors, 1)
-    params = (f"with {worst.params / best.params:.1f}x fewer parameters" if best.params < worst.params
-              else f"with {best.params / worst.params:.1f}x more parameters")  # fmt: skip
-    why = (" Convolutions reuse one small filter at every position of the image, so the CNN "
-           "learns local patterns (strokes, edges) wherever they appear, while the MLP must "
-           "learn every pixel position separately."
-           if "mlp" in worst.name and "mlp" not in best.name else "")  # fmt: skip
-    return (f"{best.name} made {best.errors} test errors against {worst.name}'s {worst.errors} "
-            f"({ratio:.1f}x fewer; {100 * best.test_acc:.2f} % vs {100 * worst.test_acc:.2f} %) "
-            f"{params}, costing {best.macs / max(worst.macs, 1):.1f}x the MACs per image."
-            f"{why}")  # fmt: skip
+    params = (
+        f"with {worst.params / best.params:.1f}x fewer parameters"
+        if best.params < worst.params
+        else f"with {best.params / worst.params:.1f}x more parameters"
+    )
+    why = (
+        " Convolutions reuse one small filter at every position of the image, so the CNN "
+        "learns local patterns (strokes, edges) wherever they appear, while the MLP must "
+        "learn every pixel position separately."
+        if "mlp" in worst.name and "mlp" not in best.name
+        else ""
+    )
+    return (
+        f"{best.name} made {best.errors} test errors against {worst.name}'s {worst.errors} "
+        f"({ratio:.1f}x fewer; {100 * best.test_acc:.2f} % vs {100 * worst.test_acc:.2f} %) "
+        f"{params}, costing {best.macs / max(worst.macs, 1):.1f}x the MACs per image."
+        f"{why}"
+    )
 
 
 def machine_description() -> str:
@@ -143,8 +181,10 @@ def machine_description() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}){gpu}; "
-            f"torch {torch.__version__}, Python {platform.python_version()}")  # fmt: skip
+    return (
+        f"{cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}){gpu}; "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )
 
 
 def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = "") -> Path:
@@ -153,22 +193,43 @@ def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = 
     lines = [f"# {title}", ""]
     if intro:
         lines += [intro.strip(), ""]
-    lines += ["## Result", "", lesson_sentence(rows), "",
-              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]  # fmt: skip
-    lines += ["| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |"
-              for row in body]  # fmt: skip
-    lines += ["", "Same data, same seed; settings per model below. Training seconds count the "
-              "training steps only (not evaluation); the machine: " + machine_description() + ".",
-              "", "## Curves", "", f"![curves]({CURVES})", "",
-              "## Confusion matrices (test set, % of each true class)", "",
-              f"![confusion]({CONFUSION})", ""]  # fmt: skip
+    lines += [
+        "## Result",
+        "",
+        lesson_sentence(rows),
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+    ]
+    lines += [
+        "| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in row) + " |" for row in body
+    ]
+    lines += [
+        "",
+        "Same data, same seed; settings per model below. Training seconds count the "
+        "training steps only (not evaluation); the machine: " + machine_description() + ".",
+        "",
+        "## Curves",
+        "",
+        f"![curves]({CURVES})",
+        "",
+        "## Confusion matrices (test set, % of each true class)",
+        "",
+        f"![confusion]({CONFUSION})",
+        "",
+    ]
     for r in rows:
         c = r.config
         rel = os.path.relpath(r.run_dir, out)
-        lines += [f"## {r.name}", "",
-                  f"`{c.optimizer}` lr {c.lr:g} ({c.schedule}), batch {c.batch_size}, "
-                  f"{c.epochs} epochs, seed {c.seed}, augment {c.augment}, inputs "
-                  f"{'standardised' if c.normalize else 'in [0, 1]'}; run folder "
-                  f"[`{rel}/`]({rel}/) (`cnnlab eval {r.run_dir}`).", "",
-                  f"![{r.name} errors]({rel}/errors.png)", ""]  # fmt: skip
+        lines += [
+            f"## {r.name}",
+            "",
+            f"`{c.optimizer}` lr {c.lr:g} ({c.schedule}), batch {c.batch_size}, "
+            f"{c.epochs} epochs, seed {c.seed}, augment {c.augment}, inputs "
+            f"{'standardised' if c.normalize else 'in [0, 1]'}; run folder "
+            f"[`{rel}/`]({rel}/) (`cnnlab eval {r.run_dir}`).",
+            "",
+            f"![{r.name} errors]({rel}/errors.png)",
+            "",
+        ]
     return io.write_text(out / REPORT, "\n".join(lines))

@@ -11,8 +11,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from cnnlab.reports.compare import ComparedModel, compare_models
 from cnnlab.config import RECIPES, TrainConfig
+from cnnlab.reports.compare import ComparedModel, compare_models
 from cnnlab.train import Callback
 
 SAMPLES = "samples.png"
@@ -51,15 +51,17 @@ def run_demo(
         train.images[:n], titles, out / SAMPLES, cols=6, suptitle="MNIST: the first 12 training images"
     )
     base, per_model = demo_configs(threads, device)
-    intro = ("The lesson's question, answered by measurement: does a CNN beat a fully-connected "
-             "network (MLP) on MNIST? `mlp` uses the lesson's settings (Adam lr 0.01, batch 64, "
-             "2 epochs, pixels in [0, 1]; here with a one-cycle schedule), `cnn` the cnnlab "
-             "defaults for the same 2 epochs. Both see "
-             f"the same 60,000 training images in the same order (seed {base.seed}) and are "
-             "tested on the 10,000 test images.\n\n"
-             f"![samples]({SAMPLES})\n\nReproduce: `cnnlab demo` (or `make demo`); each model "
-             "alone: `cnnlab train --recipe lesson-mlp`, "
-             "`cnnlab train --model cnn --epochs 2`.\n")  # fmt: skip
+    intro = (
+        "The lesson's question, answered by measurement: does a CNN beat a fully-connected "
+        "network (MLP) on MNIST? `mlp` uses the lesson's settings (Adam lr 0.01, batch 64, "
+        "2 epochs, pixels in [0, 1]; here with a one-cycle schedule), `cnn` the cnnlab "
+        "defaults for the same 2 epochs. Both see "
+        f"the same 60,000 training images in the same order (seed {base.seed}) and are "
+        "tested on the 10,000 test images.\n\n"
+        f"![samples]({SAMPLES})\n\nReproduce: `cnnlab demo` (or `make demo`); each model "
+        "alone: `cnnlab train --recipe lesson-mlp`, "
+        "`cnnlab train --model cnn --epochs 2`.\n"
+    )
     rows = compare_models(
         list(MODELS),
         out,
@@ -69,8 +71,12 @@ def run_demo(
         report_intro=intro,
         report_title="cnnlab demo: the lesson's MLP against a CNN on MNIST",
     )
-    files = {"report": out / "report.md", "samples": samples, "curves": out / "curves.png",
-             "confusion": out / "confusion.png"}  # fmt: skip
+    files = {
+        "report": out / "report.md",
+        "samples": samples,
+        "curves": out / "curves.png",
+        "confusion": out / "confusion.png",
+    }
     for r in rows:
         files[f"{r.name} run"] = r.run_dir
     return rows, files

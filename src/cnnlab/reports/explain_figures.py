@@ -59,8 +59,12 @@ def prediction_preview(prediction, out: str | os.PathLike) -> Path:
     label, prob = prediction.top[0]
     draw.text((10, side + 32), f"{label}  {prob:.1%}", fill=(0, 90, 0), font=font)
     rest = "   ".join(f"{c} {p:.1%}" for c, p in prediction.top[1:])
-    draw.text((10, side + 52), (rest + "   " if rest else "") + Path(prediction.name).name,
-              fill=(90, 90, 90), font=small)  # fmt: skip
+    draw.text(
+        (10, side + 52),
+        (rest + "   " if rest else "") + Path(prediction.name).name,
+        fill=(90, 90, 90),
+        font=small,
+    )
     return _save_png(canvas, out)
 
 
@@ -179,8 +183,14 @@ def attribution_figure(
     _show(axes[2], gray, "saliency over the input")
     axes[2].imshow(saliency.numpy(), cmap="hot", alpha=0.55, interpolation="nearest")
     lim = float(occlusion.abs().max()) or 1e-6
-    _show(axes[3], occlusion.numpy(), "occlusion: probability lost\nwhen covered (red)",
-          cmap="RdBu_r", vmin=-lim, vmax=lim)  # fmt: skip
+    _show(
+        axes[3],
+        occlusion.numpy(),
+        "occlusion: probability lost\nwhen covered (red)",
+        cmap="RdBu_r",
+        vmin=-lim,
+        vmax=lim,
+    )
     label, prob = prediction.top[0]
     fig.suptitle(f"which pixels made the model say {label} ({prob:.1%})")
     return save_figure(fig, out)
@@ -196,13 +206,19 @@ def write_explanation(explanation, out_dir: str | os.PathLike) -> list[tuple[str
     e = explanation
     written = [("preprocessing and prediction", steps_figure(e.prediction, out_dir / "01_input.png"))]
     written.append(
-        ("saliency and occlusion", attribution_figure(e.prediction, e.saliency, e.occlusion,
-                                                      out_dir / "02_attribution.png"))
-    )  # fmt: skip
+        (
+            "saliency and occlusion",
+            attribution_figure(e.prediction, e.saliency, e.occlusion, out_dir / "02_attribution.png"),
+        )
+    )
     if e.filters is not None:
         name, weights, trained = e.filters
-        written.append((f"first-layer filters ({name})",
-                        filters_figure(name, weights, out_dir / "03_filters.png", trained)))  # fmt: skip
+        written.append(
+            (
+                f"first-layer filters ({name})",
+                filters_figure(name, weights, out_dir / "03_filters.png", trained),
+            )
+        )
     for i, layer in enumerate(e.layers):
         maps = e.maps[layer.name]
         if maps.shape[-1] * maps.shape[-2] <= 1:  # a global pool: one number per channel

@@ -40,6 +40,7 @@ from cnnlab.data.images import WEB_MAX_PIXELS, open_image
 from cnnlab.errors import CnnlabError, ConfigError, ImageInputError
 from cnnlab.web.limits import BUSY_WAIT_S, RETRY_AFTER_S, ServerBusy, WorkLimiter, default_in_flight
 from cnnlab.web.middleware import (
+    BODY_READ_TIMEOUT_S,
     MAX_BODY_BYTES,
     BodyLimitMiddleware,
     HeadersMiddleware,
@@ -70,6 +71,7 @@ def create_app(
     max_pixels: int = WEB_MAX_PIXELS,
     max_in_flight: int | None = None,
     busy_wait_s: float = BUSY_WAIT_S,
+    body_read_timeout_s: float = BODY_READ_TIMEOUT_S,
 ) -> FastAPI:
     """The web app serving one run folder.
 
@@ -83,6 +85,7 @@ def create_app(
             is decoded at a reduced scale when that fits).
         max_in_flight: image decodes + inferences at once (default: two per core, at most 8).
         busy_wait_s: how long a request waits for one of those before 503 (default: 5 s).
+        body_read_timeout_s: a body that stalls this long gets 408 (default: 10 s).
 
     Raises:
         CheckpointError: the run folder cannot be loaded.
@@ -107,7 +110,7 @@ def create_app(
         description=f"Draw a digit, see what a {run.model_name} trained on {run.dataset} makes "
         "of it: probabilities, the 28x28 input it saw, and its feature maps.",
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, read_timeout_s=body_read_timeout_s)
     app.add_middleware(HostOriginMiddleware, allowed_hosts=allowed_hosts, any_ip=any_ip_host)
     app.add_middleware(
         HeadersMiddleware,

@@ -299,3 +299,16 @@ def test_serve_answers_its_allowed_hosts_and_head_on_the_wire(server):
         )
         assert r.status_code == 403
         assert c.head(f"{server}/").status_code == 200
+
+
+def test_flatten_alpha_skips_compositing_only_when_it_would_change_nothing():
+    from cnnlab.data.images import flatten_alpha
+
+    opaque = Image.new("RGBA", (40, 30), (10, 200, 30, 255))
+    ImageDraw.Draw(opaque).line([(0, 0), (39, 29)], fill=(0, 0, 0, 255), width=3)
+    assert flatten_alpha(opaque).tobytes() == opaque.convert("RGB").tobytes()
+    half = opaque.copy()
+    half.putalpha(128)
+    white = Image.new("RGBA", half.size, (255, 255, 255, 255))
+    want = Image.alpha_composite(white, half).convert("RGB")
+    assert flatten_alpha(half).tobytes() == want.tobytes()

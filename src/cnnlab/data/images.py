@@ -108,7 +108,9 @@ def _fit_pixel_cap(img: Image.Image, label: str, max_pixels: int) -> None:
 def flatten_alpha(img: Image.Image, background: int = 255) -> Image.Image:
     """Composite any transparency onto a plain background (white by default), as RGB."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        if rgba.getextrema()[3][0] == 255:  # fully opaque: compositing would change no pixel
+            return rgba.convert("RGB")
         canvas = Image.new("RGBA", rgba.size, (background,) * 3 + (255,))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return img.convert("RGB") if img.mode not in ("RGB", "L") else img

@@ -110,14 +110,9 @@ def create_app(
         description=f"Draw a digit, see what a {run.model_name} trained on {run.dataset} makes "
         "of it: probabilities, the 28x28 input it saw, and its feature maps.",
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes, read_timeout_s=body_read_timeout_s)
-    app.add_middleware(HostOriginMiddleware, allowed_hosts=allowed_hosts, any_ip=any_ip_host)
-    app.add_middleware(
-        HeadersMiddleware,
-        all_paths={"X-Content-Type-Options": "nosniff"},
-        page={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
-    )
+    _add_middleware(app, max_body_bytes, body_read_timeout_s, allowed_hosts, any_ip_host)
     _add_error_handlers(app)
+    _add_page_routes(app, card, run.model_name, static)
 
     def decode_and_predict(data: bytes, name: str):
         # All classes, so that `probabilities` has every one; `top` is cut from them.
@@ -190,13 +185,32 @@ def create_app(
         data, name = await read_image_bytes(request)
         return await limiter.run(explain_dict, data, name, layers, top)
 
+    return app
+
+
+def _add_middleware(
+    app: FastAPI, max_bytes: int, read_timeout_s: float, hosts: Iterable[str], any_ip: bool
+) -> None:
+    """Response headers outermost (403s and 413s get them too), then Host/Origin, then body limit."""
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_bytes, read_timeout_s=read_timeout_s)
+    app.add_middleware(HostOriginMiddleware, allowed_hosts=hosts, any_ip=any_ip)
+    app.add_middleware(
+        HeadersMiddleware,
+        all_paths={"X-Content-Type-Options": "nosniff"},
+        page={"Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache"},
+    )
+
+
+def _add_page_routes(app: FastAPI, card: dict, model_name: str, static: dict[str, bytes]) -> None:
+    """The model card, liveness, the page and its static files (GET and HEAD)."""
+
     @app.get("/api/model", response_model=ModelCard, summary="The model card")
     async def model_card() -> dict:
         return card
 
     @app.get("/healthz", response_model=Health, summary="Liveness")
     async def healthz() -> dict:
-        return {"status": "ok", "model": run.model_name}
+        return {"status": "ok", "model": model_name}
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> Response:
@@ -207,8 +221,6 @@ def create_app(
         if name not in static:  # a fixed set: no request path ever reaches the file system
             raise HTTPException(404, f"no static file {name!r}")
         return Response(static[name], media_type=STATIC_FILES[name])
-
-    return app
 
 
 def _read_static() -> dict[str, bytes]:

@@ -1,11 +1,13 @@
-"""Pure ASGI middleware: a request body limit enforced before the body is read whole, and
-fixed response headers.
+"""Pure ASGI middleware: who may ask (Host and Origin), a request body limit enforced before
+the body is read whole, and fixed response headers.
 
 The body limit makes two checks, because a client may lie or say nothing: a declared
 Content-Length over the limit is refused at once, before a byte of the body is read; a body
 sent without one (chunked) or longer than declared is counted as it streams in, and refused as
 soon as the count passes the limit. Either way the answer is 413 with a JSON body
-`{"error": message}`, and the endpoint never holds more than the limit in memory.
+`{"error": message}`, the endpoint never holds more than the limit in memory, and the rest of
+the body (up to `DRAIN_BYTES`) is read and dropped after the answer, so that a client still
+sending reads the 413. A body that stops arriving for `BODY_READ_TIMEOUT_S` gets 408.
 """
 
 from __future__ import annotations

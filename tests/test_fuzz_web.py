@@ -29,12 +29,19 @@ pytestmark = [
 def client(tmp_path_factory):
     from web_runs import fake_web_run
 
-    with TestClient(create_app(fake_web_run(tmp_path_factory)), raise_server_exceptions=False) as c:
+    with TestClient(
+        create_app(fake_web_run(tmp_path_factory)),
+        base_url="http://127.0.0.1",
+        raise_server_exceptions=False,
+    ) as c:
         yield c
 
 
-images = st.one_of(*(mutated(seed, max_ops=2, hot=96) for seed in SEEDS.values()),
-                   st.sampled_from(list(SEEDS.values())), st.binary(max_size=64))  # fmt: skip
+images = st.one_of(
+    *(mutated(seed, max_ops=2, hot=96) for seed in SEEDS.values()),
+    st.sampled_from(list(SEEDS.values())),
+    st.binary(max_size=64),
+)
 json_junk = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
@@ -68,8 +75,10 @@ def requests(draw) -> tuple[str, dict, bytes]:
     if kind == "multipart":
         boundary = draw(st.sampled_from(["xyz", "a" * 70, "-", ""]))
         name = draw(st.sampled_from(["file", "image", "", 'file"; filename="../../etc/passwd']))
-        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="d.png"\r\n'
-                "Content-Type: image/png\r\n\r\n")  # fmt: skip
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="d.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        )
         body = head.encode() + image + f"\r\n--{boundary}--\r\n".encode()
         if draw(st.booleans()):
             body = draw(mutated(body, 2))
@@ -79,8 +88,18 @@ def requests(draw) -> tuple[str, dict, bytes]:
 
 
 @fuzz_settings(scale=0.5)
-@given(req=requests(), path=st.sampled_from(["/api/predict", "/api/explain", "/api/predict?top=3",
-                                             "/api/predict?top=-1", "/api/predict?top=x"]))  # fmt: skip
+@given(
+    req=requests(),
+    path=st.sampled_from(
+        [
+            "/api/predict",
+            "/api/explain",
+            "/api/predict?top=3",
+            "/api/predict?top=-1",
+            "/api/predict?top=x",
+        ]
+    ),
+)
 def test_uploads_get_an_answer_or_a_4xx(client, req, path):
     ctype, headers, body = req
     if ctype:
@@ -99,9 +118,11 @@ def test_uploads_get_an_answer_or_a_4xx(client, req, path):
 
 @pytest.mark.parametrize(
     "body",
-    [b'{"image": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",  # was a 500 (RecursionError)
-     b'{"image": ' + b"9" * 5000 + b"}"],  # was a 500 (ValueError: int digits limit)
-)  # fmt: skip
+    [
+        b'{"image": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",  # was a 500 (RecursionError)
+        b'{"image": ' + b"9" * 5000 + b"}",
+    ],  # was a 500 (ValueError: int digits limit)
+)
 def test_hostile_json_is_a_400(client, body):
     response = client.post("/api/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400 and "JSON" in response.json()["error"]

@@ -90,12 +90,12 @@ def get_json(url: str) -> dict:
 
 def test_oversize_body_is_refused_before_it_is_sent(server):
     """Headers alone announce 60 MB; the 413 comes back without a byte of the body sent."""
-    status, body = raw_http(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    status, body = raw_http(server, b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                             b"image/png\r\nContent-Length: 60000000\r\n\r\n")  # fmt: skip
     assert status == 413 and "60000000 bytes declared" in json.loads(body)["error"]
     chunk = b"\0" * 65536
     chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 160  # 10 MB, chunked, no Content-Length
-    status, body = raw_http(server, b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+    status, body = raw_http(server, b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                             b"image/png\r\nTransfer-Encoding: chunked\r\n\r\n", chunks)  # fmt: skip
     assert status == 413 and "more than 5242880 bytes sent" in json.loads(body)["error"]
     assert get_json(f"{server}/healthz")["status"] == "ok"
@@ -105,7 +105,7 @@ def test_oversize_body_is_refused_before_it_is_sent(server):
                                   "/static/..%2f..%2fetc%2fpasswd", "/../../etc/passwd",
                                   "/static/..%5c..%5cetc%5cpasswd"])  # fmt: skip
 def test_traversal_on_the_wire(server, path):
-    status, body = raw_http(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    status, body = raw_http(server, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     assert status in (400, 404) and b"root:" not in body
     assert get_json(f"{server}/healthz")["status"] == "ok"
 

@@ -159,7 +159,9 @@ def _thumb(img: Image.Image) -> Image.Image:
 
 def _to_gray(img: Image.Image, background: int) -> np.ndarray:
     """Flatten transparency onto `background` and return float32 grey in [0, 1], (H, W)."""
-    return np.asarray(flatten_alpha(img, background).convert("L"), dtype=np.float32) / 255
+    x = np.array(flatten_alpha(img, background).convert("L"), dtype=np.float32)
+    x /= 255  # in place: one (H, W) float copy, not two
+    return x
 
 
 def _has_alpha(img: Image.Image) -> bool:

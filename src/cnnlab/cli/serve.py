@@ -7,25 +7,41 @@ import sys
 from pathlib import Path
 
 DEFAULT_RUN = Path("runs/demo/cnn")  # the CNN run that `cnnlab demo` (`make demo`) writes
+KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this: idle sockets cost the server
 
 
 def register(sub, common) -> None:
     p = sub.add_parser(
-        "serve", parents=[common], help="the draw-a-digit web app and REST API",
+        "serve",
+        parents=[common],
+        help="the draw-a-digit web app and REST API",
         description="Serve a page where you draw a digit and watch the prediction, the 28x28 "
         "input the model sees and the first conv layer's feature maps change as you draw; and "
         "a REST API (POST /api/predict, POST /api/explain, GET /api/model; OpenAPI at /docs). "
         "Listens on loopback only unless --host says otherwise.",
-    )  # fmt: skip
-    p.add_argument("run", nargs="?", metavar="RUN",
-                   help=f"run folder (default: {DEFAULT_RUN}, written by `make demo`)")  # fmt: skip
+    )
+    p.add_argument(
+        "run",
+        nargs="?",
+        metavar="RUN",
+        help=f"run folder (default: {DEFAULT_RUN}, written by `make demo`)",
+    )
     p.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to listen on; 0.0.0.0 opens it to your network (default: 127.0.0.1)",
     )
-    p.add_argument("--port", type=int, default=8000,
-                   help="port; 0 picks a free one and prints it (default: 8000)")  # fmt: skip
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (a DNS name or a proxy's); repeatable. "
+        "Others get 403, which stops DNS rebinding (default: localhost, 127.0.0.1, ::1, --host)",
+    )
+    p.add_argument(
+        "--port", type=int, default=8000, help="port; 0 picks a free one and prints it (default: 8000)"
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -44,6 +60,7 @@ def cmd_serve(args) -> int:
 
     from cnnlab.errors import ConfigError
     from cnnlab.web.app import create_app
+    from cnnlab.web.middleware import hosts_for_bind
 
     run = Path(args.run) if args.run else DEFAULT_RUN
     if args.run is None and not run.is_dir():
@@ -56,17 +73,26 @@ def cmd_serve(args) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, not {args.threads}")
     torch.set_num_threads(args.threads)
-    app = create_app(run)
+    hosts, any_ip = hosts_for_bind(args.host, args.allow_host)
+    app = create_app(run, allowed_hosts=hosts, any_ip_host=any_ip)
 
     sock = _listen(args.host, args.port, socket)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"cnnlab: serving {run} on http://{shown}:{port}/  (API: /docs; Ctrl-C stops)", flush=True)
     if not _is_loopback(host):
-        print(f"cnnlab: warning: listening on {host}: other machines can reach this server",
-              file=sys.stderr)  # fmt: skip
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning" if args.quiet else "info",
-                            access_log=not args.quiet)  # fmt: skip
+        print(
+            f"cnnlab: warning: listening on {host}: other machines can reach this server",
+            file=sys.stderr,
+        )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning" if args.quiet else "info",
+        access_log=not args.quiet,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
 

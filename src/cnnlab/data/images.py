@@ -1,12 +1,15 @@
 """Safe decoding of user image files: the one place Pillow reads bytes we did not make.
 
 Formats are checked by content (Pillow's sniffing), not by file name; only an allow-list is
-accepted; a pixel cap refuses huge images and decompression bombs before they are decoded.
+accepted; a pixel cap refuses huge images and decompression bombs before they are decoded. The
+web app passes a lower cap (`WEB_MAX_PIXELS`): a JPEG over it is decoded at a reduced scale
+(JPEG's DCT scaling, `Image.draft`), any other format over it is refused from its header.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -17,14 +20,23 @@ from cnnlab.errors import ImageInputError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 MAX_PIXELS = 4096 * 4096  # larger images are refused, not resized: ask the user to shrink them
+WEB_MAX_PIXELS = 2048 * 2048  # per web request: bounds a request's memory, a drawn digit is 280x280
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
-def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+def open_image(
+    source: str | os.PathLike | bytes, name: str | None = None, *, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
     """Decode an image from a path or bytes into a fully loaded PIL image (first frame).
 
     EXIF orientation is applied. Raises `ImageInputError` naming the input when it is empty,
     not an image, of a format outside the allow-list, larger than the pixel cap, or truncated.
+
+    Args:
+        source: a path or the file's bytes.
+        name: a label for error messages (default: the path, or "upload").
+        max_pixels: the pixel cap. A JPEG over it is decoded at 1/2, 1/4 or 1/8 scale to fit
+            under it (when that suffices); any other image over it is refused.
     """
     if isinstance(source, bytes | bytearray):
         label = name or "upload"
@@ -50,13 +62,7 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise ImageInputError(
-                    f"{label}: {width}x{height} pixels is over the limit of {MAX_PIXELS} "
-                    "(4096x4096); shrink the image first",
-                    "too_large",
-                )
+            _fit_pixel_cap(img, label, max_pixels)
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -70,7 +76,7 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageInputError(
             f"{label}: refused as a decompression bomb ({e}); "
-            "cnnlab reads images up to 4096x4096 pixels",
+            f"cnnlab reads images up to {_cap_text(max_pixels)} pixels",
             "too_large",
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -78,10 +84,33 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None) -> Im
     return img
 
 
+def _cap_text(max_pixels: int) -> str:
+    """A pixel cap as "WxW" when it is a square, else as a count."""
+    side = math.isqrt(max_pixels)
+    return f"{side}x{side}" if side * side == max_pixels else f"{max_pixels}"
+
+
+def _fit_pixel_cap(img: Image.Image, label: str, max_pixels: int) -> None:
+    """Ask a JPEG over the cap to decode at a reduced scale; refuse what stays over it."""
+    width, height = img.size
+    if width * height > max_pixels and img.format == "JPEG":
+        scale = next((s for s in (2, 4, 8) if -(-width // s) * -(-height // s) <= max_pixels), None)
+        if scale and min(width, height) >= scale:
+            img.draft(img.mode, (width // scale, height // scale))
+    if img.size[0] * img.size[1] > max_pixels:
+        raise ImageInputError(
+            f"{label}: {width}x{height} pixels is over the limit of {max_pixels} "
+            f"({_cap_text(max_pixels)}); shrink the image first",
+            "too_large",
+        )
+
+
 def flatten_alpha(img: Image.Image, background: int = 255) -> Image.Image:
     """Composite any transparency onto a plain background (white by default), as RGB."""
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        if rgba.getextrema()[3][0] == 255:  # fully opaque: compositing would change no pixel
+            return rgba.convert("RGB")
         canvas = Image.new("RGBA", rgba.size, (background,) * 3 + (255,))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return img.convert("RGB") if img.mode not in ("RGB", "L") else img

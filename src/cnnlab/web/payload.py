@@ -84,9 +84,10 @@ async def _from_multipart(request: Request) -> tuple[bytes, str]:
         item = form.get("file")
         if item is None:
             raise HTTPException(
-                422, f"multipart body has no field 'file' (fields: {sorted(form.keys()) or 'none'}); "
+                422,
+                f"multipart body has no field 'file' (fields: {sorted(form.keys()) or 'none'}); "
                 "send the image as file=@digit.png",
-            )  # fmt: skip
+            )
         if isinstance(item, str):
             raise HTTPException(422, "the field 'file' is text, not a file upload: send file=@digit.png")
         return await item.read(), item.filename or "file"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -253,3 +254,28 @@ def test_image_folder_trains_through_the_dataloader_and_evaluates(tmp_path):
     assert report["images"] == len(test_set) and 9 <= len(test_set) <= 15  # 20 % of each class
     assert len(report["per_class"]) == 3
     assert (tmp_path / "run" / "errors.png").is_file()
+
+
+def test_validation_split_is_disjoint_stratified_and_reproducible():
+    from cnnlab.data.split import stratified_split, validation_size
+
+    targets = torch.tensor([0] * 500 + [1] * 300 + [2] * 200)
+    train, val = stratified_split(targets, validation_size(0.1, len(targets)), seed=3)
+    assert len(val) == 100 and len(train) == 900
+    assert not set(train.tolist()) & set(val.tolist())  # disjoint
+    assert torch.bincount(targets[val]).tolist() == [50, 30, 20]  # in proportion to each class
+    again, val_again = stratified_split(targets, 100, seed=3)
+    assert torch.equal(val, val_again) and torch.equal(train, again)
+    assert not torch.equal(stratified_split(targets, 100, seed=4)[1], val)
+    with pytest.raises(ConfigError, match="holds out 1000 of 1000"):
+        validation_size(1000, 1000)
+
+
+def test_validation_split_reports_val_each_epoch_and_test_once(fake_dataset, tmp_path):
+    result = fit(quick(model="mlp", epochs=3, val_split=60), tmp_path / "run")
+    rows = result.metrics
+    assert all("val_acc" in r and "val_loss" in r for r in rows)
+    assert [("test_acc" in r) for r in rows] == [False, False, True]  # the test set, once
+    saved = json.loads((tmp_path / "run" / runs.METRICS).read_text())
+    assert saved[-1]["test_acc"] == rows[-1]["test_acc"]
+    assert json.loads((tmp_path / "run" / runs.CONFIG).read_text())["val_split"] == 60

@@ -43,13 +43,19 @@ def dead_relu_fraction(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
     return result
 
 
+def held_out_acc(row: dict) -> float:
+    """An epoch's accuracy on held-out images: validation when there is a split, else test."""
+    return row["val_acc"] if "val_acc" in row else row["test_acc"]
+
+
 def check_collapse(
     config, epoch_metrics: dict, num_classes: int, model: nn.Module, probe: torch.Tensor
 ) -> None:
     """After the first epoch: a model still at chance has collapsed; say why and how to fix it."""
     chance_loss = math.log(num_classes)
     at_chance = (
-        epoch_metrics["test_acc"] < 1.5 / num_classes and epoch_metrics["train_loss"] > 0.9 * chance_loss
+        held_out_acc(epoch_metrics) < 1.5 / num_classes
+        and epoch_metrics["train_loss"] > 0.9 * chance_loss
     )
     if not at_chance:
         return
@@ -67,6 +73,6 @@ def check_collapse(
         fix += " or the default lesson-cnn channels (a one-channel conv dies easily)"
     raise TrainingDivergedError(
         f"training collapsed: after epoch 1 {config.model} still predicts at chance (test accuracy "
-        f"{epoch_metrics['test_acc']:.2%}, loss {epoch_metrics['train_loss']:.3f} vs ln "
+        f"{held_out_acc(epoch_metrics):.2%}, loss {epoch_metrics['train_loss']:.3f} vs ln "
         f"{num_classes} = {chance_loss:.3f}). Likely cause: {cause}. Fix: {fix}"
     )

@@ -70,6 +70,14 @@ class TrainConfig:
     device: str = option("auto", "auto = cuda, then mps, then cpu", choices=DEVICE_NAMES)
     threads: int | None = option(None, "CPU threads (default: one per core)")
     train_subset: int | None = option(None, "use the first N training images (default: all)")
+    # settings are chosen on these; the test set is evaluated once, after the last epoch
+    val_split: float | None = option(
+        None,
+        "hold out N training images (or a fraction, e.g. 0.1) as a validation split, stratified by "
+        "class and seeded; each epoch reports val, the test set is evaluated once at the end "
+        "(default: none: test every epoch)",
+        metavar="N",
+    )
     test_subset: int | None = option(None, "use the first N test images (default: all)")
     channels_last: bool = option(True, "NHWC memory layout (faster convolutions on CPUs)")
     bf16: bool = option(False, "bfloat16 autocast on CUDA or CPUs with AVX512-BF16; else ignored")
@@ -197,6 +205,10 @@ def _range_checks(c: TrainConfig) -> list[tuple[bool, str]]:
         (_finite_in(c.rotate, 0, 180), f"rotate must be 0..180 degrees, not {c.rotate}"),
         (_finite_in(c.scale, 0, 0.999), f"scale must be in [0, 1), not {c.scale}"),
         (c.train_subset is None or c.train_subset >= 1, "train subset must be >= 1"),
+        (
+            c.val_split is None or (math.isfinite(c.val_split) and c.val_split > 0),
+            f"val split must be a count >= 1 or a fraction in (0, 1), not {c.val_split}",
+        ),
         (c.test_subset is None or c.test_subset >= 1, "test subset must be >= 1"),
     ]
 

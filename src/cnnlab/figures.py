@@ -65,12 +65,18 @@ def image_grid(
 
 
 def training_curves(metrics: Sequence[dict], out: str | os.PathLike, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train and test, from a run's metrics.json rows."""
+    """Loss and accuracy per epoch, train and validation (or test), from metrics.json rows.
+
+    With a validation split the test set is evaluated once, so it is one marker at the end.
+    """
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for split, style in (("train", "o-"), ("test", "s--")):
-        ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], style, label=split)
-        ax_acc.plot(epochs, [100 * m[f"{split}_acc"] for m in metrics], style, label=split)
+    for split, style in (("train", "o-"), ("val", "s--"), ("test", "D:")):
+        rows = [m for m in metrics if f"{split}_acc" in m]
+        if rows:
+            xs = [m["epoch"] for m in rows]
+            ax_loss.plot(xs, [m[f"{split}_loss"] for m in rows], style, label=split)
+            ax_acc.plot(xs, [100 * m[f"{split}_acc"] for m in rows], style, label=split)
     _label_axes(ax_loss, ax_acc, epochs)
     if title:
         fig.suptitle(title)
@@ -79,20 +85,23 @@ def training_curves(metrics: Sequence[dict], out: str | os.PathLike, title: str 
 
 
 def comparison_curves(histories: dict[str, Sequence[dict]], out: str | os.PathLike) -> Path:
-    """Overlaid test loss and test accuracy per epoch of several runs (name -> metrics rows)."""
+    """Overlaid held-out loss and accuracy per epoch of several runs (name -> metrics rows).
+
+    Held out means validation when a run has a split, else test.
+    """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     all_epochs: list[int] = []
     for name, metrics in histories.items():
         epochs = [m["epoch"] for m in metrics]
         all_epochs += epochs
-        line = ax_loss.plot(epochs, [m["test_loss"] for m in metrics], "o-", label=f"{name} test")
+        split = "val" if "val_acc" in metrics[-1] else "test"
+        line = ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], "o-", label=f"{name} {split}")
         color = line[0].get_color()
         ax_loss.plot(epochs, [m["train_loss"] for m in metrics], ":", color=color, label=f"{name} train")
-        ax_acc.plot(
-            epochs, [100 * m["test_acc"] for m in metrics], "o-", color=color, label=f"{name} test"
-        )
+        accuracy = [100 * m[f"{split}_acc"] for m in metrics]
+        ax_acc.plot(epochs, accuracy, "o-", color=color, label=f"{name} {split}")
     _label_axes(ax_loss, ax_acc, sorted(set(all_epochs)))
-    ax_acc.set_title("test accuracy")
+    ax_acc.set_title("held-out accuracy (validation when split, else test)")
     ax_loss.set_title("loss (dotted: train)")
     fig.tight_layout()
     return save_figure(fig, out)

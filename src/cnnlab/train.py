@@ -204,6 +204,7 @@ class _Job:
     scheduler: object
     loss_fn: nn.Module
     train_batches: Batches
+    val_batches: Batches | None
     test_batches: Batches
     info: object
     meta: dict
@@ -228,7 +229,8 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
         )
     torch.manual_seed(config.seed)  # the initial weights and dropout masks
     with distributed.local_main_first(ctx):  # one process per machine fetches the files
-        train_batches, test_batches, info = load_batches(config, ctx.device, ctx.rank, ctx.world_size)
+        splits = load_batches(config, ctx.device, ctx.rank, ctx.world_size)
+    train_batches, info = splits.train, splits.info
     model = get_model(config.model, info.image_shape, info.num_classes, **config.model_kwargs).to(
         ctx.device
     )
@@ -257,7 +259,8 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
         scheduler,
         nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
         train_batches,
-        test_batches,
+        splits.val,
+        splits.test,
         info,
         meta,
         bf16,
@@ -299,20 +302,18 @@ def _train_epoch(job: _Job, config: TrainConfig, epoch: int, callback: Callback 
         cuda_graph=job.graphs,
     )
     distributed.broadcast_buffers(job.model, job.ctx)  # every rank evaluates rank 0's model
-    tta = config.tta if epoch == config.epochs - 1 else 0  # TTA for the final figure only
-    te = evaluate(job.model, job.test_batches, bf16=job.bf16, tta=tta)
+    last = epoch == config.epochs - 1
+    tta = config.tta if last else 0  # TTA for the final figures only
     seconds = tr["seconds"] + (job.init_seconds if epoch == 0 else 0.0)  # the init is training
-    return {
-        "epoch": epoch + 1,
-        "train_loss": tr["loss"],
-        "train_acc": tr["acc"],
-        "test_loss": te["loss"],
-        "test_acc": te["acc"],
-        "seconds": seconds,
-        "images_per_s": tr["images_per_s"],
-        "lr": float(job.optimizer.param_groups[0]["lr"]),
-        "tta": tta,
-    }
+    row = {"epoch": epoch + 1, "train_loss": tr["loss"], "train_acc": tr["acc"]}
+    if job.val_batches is not None:
+        val = evaluate(job.model, job.val_batches, bf16=job.bf16, tta=tta)
+        row.update(val_loss=val["loss"], val_acc=val["acc"])
+    if job.val_batches is None or last:  # with a validation split the test set is seen once
+        test = evaluate(job.model, job.test_batches, bf16=job.bf16, tta=tta)
+        row.update(test_loss=test["loss"], test_acc=test["acc"])
+    lr = float(job.optimizer.param_groups[0]["lr"])
+    return {**row, "seconds": seconds, "images_per_s": tr["images_per_s"], "lr": lr, "tta": tta}
 
 
 def _save(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict]) -> None:
@@ -335,6 +336,7 @@ def _start_event(job: _Job, config: TrainConfig, metrics: list[dict], out_dir) -
         "device": str(job.ctx.device),
         "bf16": job.bf16,
         "cuda_graphs": job.graphs,
+        "val_samples": job.val_batches.num_samples * job.ctx.world_size if job.val_batches else 0,
         "train_samples": job.train_batches.num_samples * job.ctx.world_size,
         "steps": len(job.train_batches),
         "start_epoch": len(metrics),

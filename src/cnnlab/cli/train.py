@@ -42,6 +42,17 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def epoch_line(row: dict) -> str:
+    """`epoch 2/3: train loss .. acc .. | val .. | test .. | 4.1s, 14000 images/s`."""
+    train = f"train loss {row['train_loss']:.4f} acc {100 * row['train_acc']:.2f}%"
+    parts = [f"epoch {row['epoch']}/{row['epochs']}: {train}"]
+    for split in ("val", "test"):
+        if f"{split}_acc" in row:
+            parts.append(f"{split} loss {row[f'{split}_loss']:.4f} acc {100 * row[f'{split}_acc']:.2f}%")
+    parts.append(f"{row['seconds']:.1f}s, {row['images_per_s']:.0f} images/s")
+    return " | ".join(parts)
+
+
 class Progress:
     """Turns fit's events into a tqdm bar per epoch (TTY only) and one line per epoch."""
 
@@ -74,21 +85,18 @@ class Progress:
         elif kind == "epoch_end":
             self.close()
             if not self.quiet:
-                print(
-                    f"{self.label}epoch {event['epoch']}/{event['epochs']}: "
-                    f"train loss {event['train_loss']:.4f} acc {100 * event['train_acc']:.2f}% | "
-                    f"test loss {event['test_loss']:.4f} acc {100 * event['test_acc']:.2f}% | "
-                    f"{event['seconds']:.1f}s, {event['images_per_s']:.0f} images/s",
-                    flush=True,
-                )
+                print(self.label + epoch_line(event), flush=True)
         elif kind == "start" and not self.quiet:
             c = event["config"]
             again = f", resuming after epoch {event['start_epoch']}" if event["start_epoch"] else ""
             n = event.get("processes", 1)
             where = f"{n} processes ({event['device']} on rank 0)" if n > 1 else event["device"]
+            held = (
+                f", {event['val_samples']} held out for validation" if event.get("val_samples") else ""
+            )
             print(
                 f"{self.label}training {c['model']} on {c['dataset']} ({event['train_samples']} "
-                f"images, {event['steps']} steps/epoch) on {where}{again}",
+                f"images{held}, {event['steps']} steps/epoch) on {where}{again}",
                 flush=True,
             )
         elif kind == "warning":

@@ -9,13 +9,14 @@ and export never ask which one they have.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
 from cnnlab.config import TrainConfig, input_normalisation
 from cnnlab.data.batches import Augment, InMemoryBatches
 from cnnlab.data.loader import LoaderBatches
+from cnnlab.data.split import SplitView, stratified_split, validation_size
 from cnnlab.errors import ConfigError
 
 
@@ -93,49 +94,66 @@ def make_batches(
     return LoaderBatches(dataset, batch_size, mean, std, subset=subset, **common)
 
 
-def load_batches(
-    config: TrainConfig, device: torch.device, rank: int = 0, world_size: int = 1
-) -> tuple[Batches, Batches, object]:
-    """(train batches, test batches, DatasetInfo) for a config: this rank's shard of each."""
-    from cnnlab.data.datasets import load_dataset
+class Splits(NamedTuple):
+    """The batches of a training run: this rank's shard of each split."""
 
-    train_set = load_dataset(config.dataset, "train", config.data_root)
-    test_set = load_dataset(config.dataset, "test", config.data_root)
-    info = train_set.info
-    mean, std = input_normalisation(config, info)
+    train: Batches
+    val: Batches | None  # None without a validation split
+    test: Batches
+    info: object  # the DatasetInfo
+
+
+def _train_and_val(config: TrainConfig, train_set):
+    """The training images (the first train_subset) and the held-out validation images."""
+    n = min(len(train_set), config.train_subset or len(train_set))
+    if n < len(train_set):
+        train_set = SplitView(train_set, torch.arange(n), "train")
+    if not config.val_split:
+        return train_set, None
+    size = validation_size(config.val_split, n)
+    train_idx, val_idx = stratified_split(train_set.targets, size, config.seed)
+    return SplitView(train_set, train_idx, "train"), SplitView(train_set, val_idx, "val")
+
+
+def _check_batch_size(config: TrainConfig, images: int, world_size: int) -> None:
     if config.batch_size % world_size:
         low = config.batch_size // world_size * world_size
         raise ConfigError(
             f"--batch-size {config.batch_size} is the global batch and must split evenly among "
             f"{world_size} processes: use {max(low, world_size)} or {low + world_size}"
         )
-    images = min(len(train_set), config.train_subset or len(train_set))
     if config.batch_size > images:
         raise ConfigError(
             f"--batch-size {config.batch_size} is more than the {images} training images; "
             f"use at most {images} (or a larger --train-subset)"
         )
+
+
+def load_batches(
+    config: TrainConfig, device: torch.device, rank: int = 0, world_size: int = 1
+) -> Splits:
+    """The train, validation and test batches of a config: this rank's shard of each."""
+    from cnnlab.data.datasets import load_dataset
+
+    train_set, val_set = _train_and_val(config, load_dataset(config.dataset, "train", config.data_root))
+    test_set = load_dataset(config.dataset, "test", config.data_root)
+    info = train_set.info
+    mean, std = input_normalisation(config, info)
+    _check_batch_size(config, len(train_set), world_size)
     common = dict(channels_last=config.channels_last, device=device, rank=rank, world_size=world_size)
     augment = Augment(rotate=config.rotate, scale=config.scale) if config.augment else None
+    per_process = config.batch_size // world_size
     train = make_batches(
-        train_set,
-        config.batch_size // world_size,
-        mean,
-        std,
-        subset=config.train_subset,
-        shuffle=True,
-        seed=config.seed,
-        augment=augment,
-        **common,
-    )
-    test = make_batches(
-        test_set, 1000, mean, std, subset=config.test_subset, even_shards=False, **common
+        train_set, per_process, mean, std, shuffle=True, seed=config.seed, augment=augment, **common
     )
     if train.num_samples < 1:
         raise ConfigError(
             f"{world_size} processes need at least {world_size} training images; raise --train-subset"
         )
-    return train, test, info
+    evaluation = dict(mean=mean, std=std, even_shards=False, **common)
+    val = make_batches(val_set, 1000, **evaluation) if val_set is not None else None
+    test = make_batches(test_set, 1000, subset=config.test_subset, **evaluation)
+    return Splits(train, val, test, info)
 
 
 def first_images(batches: Batches, n: int) -> torch.Tensor:

@@ -73,12 +73,12 @@ def fake_dataset(tmp_path, monkeypatch):
 def fake_mnist(tmp_path, monkeypatch):
     """The fake dataset registered as 'mnist' in root/MNIST/raw, where torchvision looks, and
     the benchmarks' process-start probe (a subprocess) replaced by a constant."""
-    from cnnlab import bench
+    from cnnlab.bench import run
 
     root = tmp_path / "data"
     monkeypatch.setitem(datasets.DATASETS, "mnist", write_fake_dataset(root, name="mnist"))
     monkeypatch.setenv("CNNLAB_DATA", str(root))
-    monkeypatch.setattr(bench, "process_start_seconds", lambda: 0.5)
+    monkeypatch.setattr(run, "process_start_seconds", lambda: 0.5)
     datasets.clear_cache()
     yield root
     datasets.clear_cache()

@@ -1,8 +1,10 @@
-"""`cnnlab shapes conv|pool|solve|model` and `cnnlab pool` through cnnlab.cli.main."""
+"""`cnnlab shapes conv|pool|solve|model|pool-matrix` and the old `cnnlab pool`, through cli.main."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -158,11 +160,11 @@ def test_solve_json(capsys):
     assert code == 0 and facts["matches"][0] == {"stride": [1, 1], "padding": [0, 0], "size": [26, 26]}
 
 
-# -- cnnlab pool ----------------------------------------------------------------------------------
+# -- cnnlab shapes pool-matrix ---------------------------------------------------------------------
 
 
 def test_pool_lesson_exercise(capsys):
-    code, out, _ = run(capsys, "pool", "--op", "both", "[[2,3],[5,6]]")
+    code, out, _ = run(capsys, "shapes", "pool-matrix", "--op", "both", "[[2,3],[5,6]]")
     assert code == 0
     lines = out.splitlines()
     assert lines[lines.index("max pooling:") + 1].strip() == "6"
@@ -173,16 +175,18 @@ def test_pool_lesson_exercise(capsys):
 def test_pool_from_file_with_stride(capsys, tmp_path):
     f = tmp_path / "m.txt"
     f.write_text("1 2 3\n4 5 6\n7 8 9\n")
-    code, out, _ = run(capsys, "pool", "--op", "max", "--kernel", "2", "--stride", "1", str(f))
+    code, out, _ = run(
+        capsys, "shapes", "pool-matrix", "--op", "max", "--kernel", "2", "--stride", "1", str(f)
+    )
     assert code == 0 and "output 2x2" in out
     assert "5 6\n  8 9" in out
 
 
 def test_pool_json_and_large_input_skips_windows(capsys):
     rows = [[float(i * 40 + j) for j in range(40)] for i in range(40)]
-    code, out, _ = run(capsys, "pool", "--op", "avg", json.dumps(rows))
+    code, out, _ = run(capsys, "shapes", "pool-matrix", "--op", "avg", json.dumps(rows))
     assert code == 0 and "output 20x20" in out and "windows:" not in out
-    code, out, _ = run(capsys, "pool", "--json", "[[2,3],[5,6]]")
+    code, out, _ = run(capsys, "shapes", "pool-matrix", "--json", "[[2,3],[5,6]]")
     assert json.loads(out)["max"] == [[6.0]] and json.loads(out)["avg"] == [[4.0]]
 
 
@@ -197,21 +201,59 @@ def test_pool_json_and_large_input_skips_windows(capsys):
     ],
 )
 def test_pool_bad_matrices_one_line(capsys, matrix, message):
-    code, out, err = run(capsys, "pool", matrix)
+    code, out, err = run(capsys, "shapes", "pool-matrix", matrix)
     assert code == 2 and message in err and err.count("\n") == 1
 
 
 def test_pool_long_literal_is_not_taken_for_a_file_name(capsys):
     row = "[" + ",".join(["1"] * 300) + "]"  # longer than a file name may be
-    code, out, _ = run(capsys, "pool", "--op", "max", f"[{row},{row}]")
+    code, out, _ = run(capsys, "shapes", "pool-matrix", "--op", "max", f"[{row},{row}]")
     assert code == 0 and "output 1x150" in out
 
 
 def test_pool_binary_file(capsys, tmp_path):
     f = tmp_path / "m.bin"
     f.write_bytes(b"\xff\xfe\x00\x01")
-    code, _, err = run(capsys, "pool", str(f))
+    code, _, err = run(capsys, "shapes", "pool-matrix", str(f))
     assert code == 2 and "not a text file" in err
+
+
+def test_old_pool_name_still_works_and_says_it_is_renamed(capsys):
+    code, out, err = run(capsys, "pool", "--op", "both", "[[2,3],[5,6]]")
+    assert code == 0
+    assert err == (
+        "cnnlab: note: 'cnnlab pool' is now 'cnnlab shapes pool-matrix'; "
+        "the old name goes in the next release\n"
+    )
+    _, new_out, new_err = run(capsys, "shapes", "pool-matrix", "--op", "both", "[[2,3],[5,6]]")
+    assert out == new_out and new_err == ""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["shapes", "conv", "--input", "28", "--kernel", "3"],
+        ["shapes", "pool", "--input", "24", "--kernel", "2", "--json"],
+        ["shapes", "solve", "--input", "28", "--kernel", "3", "--target", "28"],
+        ["shapes", "pool-matrix", "[[2,3],[5,6]]"],
+    ],
+)
+def test_shape_commands_do_not_import_torch(argv):
+    # a fresh interpreter: this test process has torch loaded already
+    probe = (
+        "import sys\n"
+        "from cnnlab.cli import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stderr.strip().splitlines()[-1] == "False", done.stderr
 
 
 # -- shapes model ---------------------------------------------------------------------------------
@@ -268,8 +310,7 @@ def test_model_from_run_folder(capsys, tmp_path):
     from cnnlab.runs import run_metadata, save_weights
 
     model = models.get_model("lenet5")
-    save_weights(tmp_path / "model.safetensors", model,
-                 run_metadata("lenet5", {}, DATASETS["mnist"]))  # fmt: skip
+    save_weights(tmp_path / "model.safetensors", model, run_metadata("lenet5", {}, DATASETS["mnist"]))
     code, out, _ = run(capsys, "shapes", "model", str(tmp_path))
     assert code == 0 and out.startswith("lenet5 (LeNet5) on input (B, 1, 28, 28)")
     # --input on a run folder checks the trained model against another size: a named mismatch

@@ -72,4 +72,4 @@ def test_speedrun_on_cuda_reports_warmup_and_baseline_device(fake_mnist):
     assert result["excluded"]["device_warmup_s"] > 0
     assert result["baseline"]["device"] == "cuda"
     assert len(result["seeds"]) == 2 and result["train_s"]["mean"] > 0
-    assert "GPU" in "\n".join(bench._speedrun_md(result))
+    assert "GPU" in bench.markdown_tables([result])

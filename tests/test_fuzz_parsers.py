@@ -13,7 +13,8 @@ from cnnlab import cli
 from cnnlab.errors import CnnlabError, ConfigError, ShapeError
 from cnnlab.models import list_models
 from cnnlab.pooling import parse_matrix, pool_matrix
-from cnnlab.shapes import conv2d_output, conv_output_size, pool2d_output, pool_output_size, solve_conv
+from cnnlab.shape_solver import solve_conv
+from cnnlab.shapes import conv2d_output, conv_output_size, pool2d_output, pool_output_size
 
 pytestmark = pytest.mark.fuzz
 
@@ -121,7 +122,7 @@ def test_solver(n, k, t, ms, mp, d):
         assert all(c.size == sol.target for c in sol.matches)
 
 
-# --- the CLI: `cnnlab shapes ...` and `cnnlab pool ...` with random argv ---------------------
+# --- the CLI: `cnnlab shapes ...` and `cnnlab shapes pool-matrix ...` with random argv -------
 
 odd_tokens = st.sampled_from(
     ["0", "-1", "4097", "100000", "99999999999999999999", "1e3", "x", "", "-", "٣", "1_0"]
@@ -142,7 +143,7 @@ def argv(draw, run_dir: str) -> list[str]:
     """A mostly well-formed command line for one of the shapes/pool commands."""
     command = draw(st.sampled_from(["conv", "pool", "solve", "model", "matrix"]))
     if command == "matrix":
-        args = ["pool", draw(st.one_of(square_matrices, square_matrices, matrix_text))]
+        args = ["shapes", "pool-matrix", draw(st.one_of(square_matrices, square_matrices, matrix_text))]
         for flag in ("--kernel", "--stride"):
             if draw(st.booleans()):
                 args += [flag, draw(size_tokens)]

@@ -1,4 +1,4 @@
-"""cnnlab.shapes against PyTorch as the oracle, and the lesson's three conv exercises."""
+"""cnnlab.shapes and shape_solver against PyTorch as oracle; the lesson's three conv exercises."""
 
 from __future__ import annotations
 
@@ -13,13 +13,8 @@ from tests.fuzzing import fuzz_settings
 from torch import nn
 
 from cnnlab.errors import ShapeError
-from cnnlab.shapes import (
-    conv2d_output,
-    conv_output_size,
-    pool2d_output,
-    pool_output_size,
-    solve_conv,
-)
+from cnnlab.shape_solver import solve_conv
+from cnnlab.shapes import conv2d_output, conv_output_size, pool2d_output, pool_output_size
 
 # One axis of a layer: (input size, kernel, stride, padding, dilation). Sizes 1..7 with kernels
 # up to 4 and dilation up to 3 cover "fits", "fits exactly", "too large" and uneven strides.

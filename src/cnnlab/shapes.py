@@ -1,8 +1,9 @@
 """Output sizes of convolution and pooling layers: the lesson's formula, exactly as PyTorch does it.
 
-Pure functions, no torch: `conv2d_output((28, 28), 3)` says 26x26 and shows the lesson's formula
-with the numbers filled in; `solve_conv` finds every (stride, padding) that gives a target size.
-The per-layer summary of a real model (which needs torch) lives in `cnnlab.summary`.
+Pure functions, no torch: `conv2d_output((28, 28), 3)` says 26x26, and its `formula()` shows the
+lesson's formula with the numbers filled in (the wording lives in `cnnlab.shape_text`).
+`cnnlab.shape_solver` finds every (stride, padding) that gives a target size; the per-layer
+summary of a real model (which needs torch) lives in `cnnlab.summary`.
 
 The formula, per axis (h = rows, w = columns), with effective kernel F' = d*(F-1)+1:
 
@@ -14,15 +15,13 @@ When s does not divide (N - F' + 2p), the last rows/columns no window reaches ar
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from cnnlab import shape_text
 from cnnlab.errors import ShapeError
+from cnnlab.shape_text import AXIS_NAMES, AXIS_UNITS
 
 AXES = ("h", "w")
-SOLVER_LIMIT = 32  # largest stride/padding the solver tries: keeps "every match" a short list
-AXIS_NAMES = {"h": "height", "w": "width"}
-AXIS_UNITS = {"h": ("row", "rows"), "w": ("column", "columns")}
 
 IntPair = int | tuple[int, int]
 Padding = int | tuple[int, int] | str
@@ -80,46 +79,11 @@ class AxisSize:
 
         Example: ``Oh = (Nh - Fh + 2p)/s + 1 = (28 - 3 + 2*0)/1 + 1 = 26``.
         """
-        a = self.axis
-        if self.dilation == 1:
-            f_sym, f_num = f"F{a}", f"{self.kernel}"
-        else:
-            f_sym, f_num = f"(d*(F{a}-1)+1)", f"({self.dilation}*({self.kernel}-1)+1)"
-        if self.pad_before == self.pad_after:
-            p_sym, p_num = "2p", f"2*{self.pad_before}"
-        else:
-            p_sym, p_num = "p1 + p2", f"{self.pad_before} + {self.pad_after}"
-        inner_sym = f"N{a} - {f_sym} + {p_sym}"
-        inner_num = f"{self.n} - {f_num} + {p_num}"
-        if self.divides_evenly:
-            return f"O{a} = ({inner_sym})/s + 1 = ({inner_num})/{self.stride} + 1 = {self.out}"
-        rnd = "ceil" if self.ceil_mode else "floor"
-        text = (
-            f"O{a} = {rnd}(({inner_sym})/s) + 1 = {rnd}(({inner_num})/{self.stride}) + 1"
-            f" = {rnd}({self.numerator}/{self.stride}) + 1"
-        )
-        plain = -(-self.numerator // self.stride) + 1 if self.ceil_mode else self.out
-        if plain != self.out:  # ceil_mode dropped a window that would start in the padding
-            return f"{text} - 1 = {self.out} (the last window would start in the padding)"
-        return f"{text} = {self.out}"
+        return shape_text.axis_formula(self)
 
     def note(self) -> str | None:
         """A sentence when the stride does not divide evenly, else None."""
-        if self.divides_evenly:
-            return None
-        one, many = AXIS_UNITS[self.axis]
-        head = f"O{self.axis}: stride {self.stride} does not divide {self.numerator} evenly; "
-        if self.out > self.numerator // self.stride + 1:
-            return head + "ceil_mode adds a last, partial window that runs past the input"
-        if self.ceil_mode:
-            head += "ceil_mode drops the window that would start in the padding, so as with floor, "
-        else:
-            head += "PyTorch floors, so "
-        if self.ignored:
-            unit, verb = (one, "is") if self.ignored == 1 else (many, "are")
-            return head + f"the last {self.ignored} input {unit} {verb} ignored"
-        unit, verb = (one, "is") if self.leftover == 1 else (many, "are")
-        return head + f"the last {self.leftover} padded {unit} {verb} unused (no input is lost)"
+        return shape_text.axis_note(self)
 
 
 @dataclass(frozen=True)
@@ -145,27 +109,10 @@ class Output2d:
 
     def describe(self) -> str:
         """One line: 'conv: input 28x28, kernel 3x3, stride 1, padding 0, dilation 1 -> 26x26'."""
-
-        def pair(a, b):
-            return f"{a}" if a == b else f"({a}, {b})"
-
-        h, w = self.h, self.w
-        pads = ((h.pad_before, h.pad_after), (w.pad_before, w.pad_after))
-        if pads[0][0] == pads[0][1] and pads[1][0] == pads[1][1]:
-            pad = pair(pads[0][0], pads[1][0])
-        else:
-            pad = f"top/bottom {pads[0]}, left/right {pads[1]}"
-        text = (
-            f"{self.op}: input {h.n}x{w.n}, kernel {h.kernel}x{w.kernel}, "
-            f"stride {pair(h.stride, w.stride)}, padding {pad}, "
-            f"dilation {pair(h.dilation, w.dilation)}"
-        )
-        if h.ceil_mode:
-            text += ", ceil_mode"
-        return f"{text} -> {h.out}x{w.out}"
+        return shape_text.describe(self)
 
 
-def _pair(value: IntPair, what: str) -> tuple[int, int]:
+def as_pair(value: IntPair, what: str) -> tuple[int, int]:
     """An int or a pair of ints -> (h, w); anything else is a ShapeError."""
     if isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
@@ -178,7 +125,7 @@ def _pair(value: IntPair, what: str) -> tuple[int, int]:
     raise ShapeError(f"{what} must be an int or a pair of ints (h, w), not {value!r}")
 
 
-def _check_common(
+def check_axis(
     axis: str, op: str, n: int, kernel: int, stride: int, pads: tuple[int, int], dilation: int
 ) -> None:
     """The checks PyTorch makes for both conv and pooling, with our messages."""
@@ -197,7 +144,7 @@ def _check_common(
         raise ShapeError(f"{where}: padding {min(pads)} is negative; use 0 or more")
 
 
-def _axis(
+def axis_output(
     op: str,
     axis: str,
     n: int,
@@ -251,7 +198,7 @@ def _paddings(
             total = d * (k - 1)  # an even kernel pads one more at the end, as PyTorch does
             pads.append((total // 2, total - total // 2))
         return (pads[0], pads[1])
-    ph, pw = _pair(padding, "padding")
+    ph, pw = as_pair(padding, "padding")
     return ((ph, ph), (pw, pw))
 
 
@@ -279,7 +226,7 @@ def conv2d_output(
             kernel or dilation < 1, negative padding, 'same' with a stride), naming the axis.
     """
     n, k, s, d = (
-        _pair(v, name)
+        as_pair(v, name)
         for v, name in (
             (input_size, "input size"),
             (kernel, "kernel"),
@@ -290,8 +237,8 @@ def conv2d_output(
     pads = _paddings(padding, k, s, d)
     axes = []
     for i, axis in enumerate(AXES):
-        _check_common(axis, "conv", n[i], k[i], s[i], pads[i], d[i])
-        axes.append(_axis("conv", axis, n[i], k[i], s[i], pads[i], d[i], False))
+        check_axis(axis, "conv", n[i], k[i], s[i], pads[i], d[i])
+        axes.append(axis_output("conv", axis, n[i], k[i], s[i], pads[i], d[i], False))
     return Output2d("conv", *axes)
 
 
@@ -320,32 +267,32 @@ def pool2d_output(
         ShapeError: where PyTorch would raise, naming the axis and the fix.
     """
     n, k, d = (
-        _pair(v, name)
+        as_pair(v, name)
         for v, name in ((input_size, "input size"), (kernel, "kernel"), (dilation, "dilation"))
     )
-    s = k if stride is None else _pair(stride, "stride")
+    s = k if stride is None else as_pair(stride, "stride")
     if isinstance(padding, str):
         raise ShapeError(
             f"pooling padding must be a number or a pair, not {padding!r} "
             f"(PyTorch's pooling layers have no 'same')"
         )
-    p = _pair(padding, "padding")
+    p = as_pair(padding, "padding")
     axes = []
     for i, axis in enumerate(AXES):
-        _check_common(axis, "pool", n[i], k[i], s[i], (p[i], p[i]), d[i])
+        check_axis(axis, "pool", n[i], k[i], s[i], (p[i], p[i]), d[i])
         if p[i] > k[i] // 2:
             raise ShapeError(
                 f"pool: axis {axis} ({AXIS_NAMES[axis]}): padding {p[i]} is more than "
                 f"half the kernel {k[i]}; PyTorch allows at most {k[i] // 2}"
             )
-        axes.append(_axis("pool", axis, n[i], k[i], s[i], (p[i], p[i]), d[i], ceil_mode))
+        axes.append(axis_output("pool", axis, n[i], k[i], s[i], (p[i], p[i]), d[i], ceil_mode))
     return Output2d("pool", *axes)
 
 
 def conv_output_size(n: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """Output size along one axis of a convolution: floor((n - d*(k-1) - 1 + 2p)/s) + 1."""
-    _check_common("h", "conv", n, kernel, stride, (padding, padding), dilation)
-    return _axis("conv", "h", n, kernel, stride, (padding, padding), dilation, False).out
+    check_axis("h", "conv", n, kernel, stride, (padding, padding), dilation)
+    return axis_output("conv", "h", n, kernel, stride, (padding, padding), dilation, False).out
 
 
 def pool_output_size(
@@ -365,129 +312,3 @@ def pool_output_size(
         (dilation, 1),
         ceil_mode,
     ).h.out
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One (stride, padding) choice and the output size it gives."""
-
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    size: tuple[int, int]
-
-    @property
-    def uniform(self) -> bool:
-        """True when one int each is enough: F.conv2d(stride=s, padding=p)."""
-        return self.stride[0] == self.stride[1] and self.padding[0] == self.padding[1]
-
-    def as_args(self) -> str:
-        """How to write it in PyTorch: 'stride=1, padding=0' or 'stride=(2, 1), padding=(1, 0)'."""
-        if self.uniform:
-            return f"stride={self.stride[0]}, padding={self.padding[0]}"
-        return f"stride={self.stride}, padding={self.padding}"
-
-
-@dataclass(frozen=True)
-class Solution:
-    """What `solve_conv` found.
-
-    Attributes:
-        input_size, kernel, target, dilation: the question.
-        max_stride, max_padding: how far the search went.
-        matches: every choice that gives the target, simplest first (one int each first, then
-            stride ascending, then padding ascending).
-        nearest: when nothing matches, the choices whose size is closest to the target
-            (smallest |Oh - target_h| + |Ow - target_w|, then simplest).
-    """
-
-    input_size: tuple[int, int]
-    kernel: tuple[int, int]
-    target: tuple[int, int]
-    dilation: tuple[int, int]
-    max_stride: int
-    max_padding: int
-    matches: list[Candidate] = field(default_factory=list)
-    nearest: list[Candidate] = field(default_factory=list)
-
-    @property
-    def best(self) -> Candidate | None:
-        """The simplest match, or None."""
-        return self.matches[0] if self.matches else None
-
-
-def solve_conv(
-    input_size: IntPair,
-    kernel: IntPair,
-    target: IntPair,
-    max_stride: int = 4,
-    max_padding: int | None = None,
-    dilation: IntPair = 1,
-    n_nearest: int = 5,
-) -> Solution:
-    """Every (stride, padding) that makes a convolution output `target`, simplest first.
-
-    Args:
-        input_size: N or (Nh, Nw).
-        kernel: F or (Fh, Fw).
-        target: the wanted (Oh, Ow).
-        max_stride: largest stride tried (from 1).
-        max_padding: largest padding tried (from 0); default the dilated kernel minus 1,
-            beyond which some windows see nothing but zeros.
-        dilation: d or (dh, dw), kept fixed.
-        n_nearest: how many nearest sizes to give when nothing matches.
-
-    Returns:
-        A `Solution`. Choices with one stride and one padding for both axes come first, then
-        per-axis ones (stride=(sh, sw), padding=(ph, pw)), each ordered by stride then padding.
-
-    Raises:
-        ShapeError: a target below 1x1, limits outside 1..32 (stride) or 0..32 (padding), or
-            an invalid kernel, input or dilation.
-    """
-    n, k, t, d = (
-        _pair(v, name)
-        for v, name in (
-            (input_size, "input size"),
-            (kernel, "kernel"),
-            (target, "target"),
-            (dilation, "dilation"),
-        )
-    )
-    if min(t) < 1:
-        raise ShapeError(f"target size {t[0]}x{t[1]} must be at least 1x1")
-    if max_padding is None:
-        max_padding = min(max(d[i] * (k[i] - 1) for i in range(2)), SOLVER_LIMIT)
-    for what, value, low in (("max stride", max_stride, 1), ("max padding", max_padding, 0)):
-        if not low <= value <= SOLVER_LIMIT:
-            raise ShapeError(f"{what} {value} must be between {low} and {SOLVER_LIMIT}")
-    for i, axis in enumerate(AXES):  # the fixed settings themselves must be valid
-        _check_common(axis, "conv", n[i], k[i], 1, (0, 0), d[i])
-
-    per_axis: list[dict[tuple[int, int], int]] = [{}, {}]  # (s, p) -> output size, per axis
-    for i, (s, p) in itertools.product(
-        range(2), itertools.product(range(1, max_stride + 1), range(max_padding + 1))
-    ):
-        try:
-            per_axis[i][(s, p)] = _axis("conv", AXES[i], n[i], k[i], s, (p, p), d[i], False).out
-        except ShapeError:
-            continue  # kernel larger than the padded input: not a candidate
-
-    def cand(sp_h, sp_w):
-        return Candidate((sp_h[0], sp_w[0]), (sp_h[1], sp_w[1]), (per_axis[0][sp_h], per_axis[1][sp_w]))
-
-    def order(c: Candidate):
-        return (not c.uniform, max(c.stride), c.stride, max(c.padding), c.padding)
-
-    hits = [[sp for sp, o in per_axis[i].items() if o == t[i]] for i in range(2)]
-    matches = sorted((cand(a, b) for a in hits[0] for b in hits[1]), key=order)
-    nearest: list[Candidate] = []
-    if not matches:  # the distance adds up per axis, so the nearest few per axis suffice
-        near = [
-            sorted(per_axis[i], key=lambda sp, i=i: (abs(per_axis[i][sp] - t[i]), sp))[: 4 * n_nearest]
-            for i in range(2)
-        ]
-        nearest = sorted(
-            (cand(a, b) for a in near[0] for b in near[1]),
-            key=lambda c: (abs(c.size[0] - t[0]) + abs(c.size[1] - t[1]), order(c)),
-        )[:n_nearest]
-    return Solution(n, k, t, d, max_stride, max_padding, matches, nearest)

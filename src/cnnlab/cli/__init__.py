@@ -19,9 +19,20 @@ from cnnlab.errors import CnnlabError
 
 # Command modules in the order `cnnlab --help` lists them.
 COMMAND_MODULES = [
-    "data", "models", "train", "eval", "compare", "demo",
-    "predict", "explain", "export", "shapes", "serve", "bench",
-]  # fmt: skip
+    "data",
+    "models",
+    "train",
+    "eval",
+    "compare",
+    "demo",
+    "predict",
+    "explain",
+    "export",
+    "shapes",
+    "pool",
+    "serve",
+    "bench",
+]
 
 
 def common_options() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`cnnlab bench speedrun|batches|best|all`: reproducible benchmarks (issue 7).
+"""`cnnlab bench speedrun|batches|best|all`: reproducible benchmarks.
 
 Each writes its result JSON to --out (benchmarks/results) and refreshes the generated section
 of --markdown (benchmarks/BENCHMARKS.md) from every result file there. `make bench` runs
@@ -112,8 +112,11 @@ class _Reporter:
     def __call__(self, event: dict) -> None:
         kind = event["event"]
         if kind == "seed_end" and not self.args.quiet:
-            print(f"seed {event['seed']}: {event['train_s']:.2f} s of training, test accuracy "
-                  f"{100 * event['test_acc']:.2f} %", flush=True)  # fmt: skip
+            print(
+                f"seed {event['seed']}: {event['train_s']:.2f} s of training, test accuracy "
+                f"{100 * event['test_acc']:.2f} %",
+                flush=True,
+            )
         elif kind == "baseline_start" and not self.args.quiet:
             print("the lesson's loop for one epoch (the baseline)...", flush=True)
         elif self.bars is not None and kind in ("epoch_start", "step", "warning", "interrupted"):
@@ -136,10 +139,18 @@ def _finish(args, result: dict) -> None:
 def _speedrun(args) -> dict:
     from cnnlab import bench
 
-    result = bench.speedrun(seeds=args.seeds, target=args.target, device=args.device,
-                            recipe=args.recipe, data_root=args.data_root, threads=args.threads,
-                            train_subset=args.train_subset, test_subset=args.test_subset,
-                            baseline=args.baseline, callback=_Reporter(args))  # fmt: skip
+    result = bench.speedrun(
+        seeds=args.seeds,
+        target=args.target,
+        device=args.device,
+        recipe=args.recipe,
+        data_root=args.data_root,
+        threads=args.threads,
+        train_subset=args.train_subset,
+        test_subset=args.test_subset,
+        baseline=args.baseline,
+        callback=_Reporter(args),
+    )
     t, a = result["train_s"], result["test_acc"]
     rows = [
         ["training wall time (s)", t["mean"], t["median"], t["min"], t["max"]],
@@ -166,11 +177,17 @@ def cmd_speedrun(args) -> int:
 def _batches(args, batch_size: int = 64, max_batches: int | None = None) -> dict:
     from cnnlab import bench
 
-    result = bench.batches_benchmark(data_root=args.data_root, batch_size=batch_size,
-                                     max_batches=max_batches, threads=args.threads or 1)  # fmt: skip
-    print(f"batches of {batch_size}: in memory {result['in_memory']['images_per_s']:,.0f} images/s,"
-          f" DataLoader + ToTensor {result['dataloader']['images_per_s']:,.0f} images/s: "
-          f"{result['speedup']:.0f}x")  # fmt: skip
+    result = bench.batches_benchmark(
+        data_root=args.data_root,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        threads=args.threads or 1,
+    )
+    print(
+        f"batches of {batch_size}: in memory {result['in_memory']['images_per_s']:,.0f} images/s,"
+        f" DataLoader + ToTensor {result['dataloader']['images_per_s']:,.0f} images/s: "
+        f"{result['speedup']:.0f}x"
+    )
     return result
 
 
@@ -182,14 +199,24 @@ def cmd_batches(args) -> int:
 def cmd_best(args) -> int:
     from cnnlab import bench
 
-    result = bench.best_run(seeds=args.seeds, ensemble=args.ensemble, dataset=args.dataset,
-                            data_root=args.data_root, device=args.device, threads=args.threads,
-                            epochs=args.epochs, callback=_Reporter(args))  # fmt: skip
+    result = bench.best_run(
+        seeds=args.seeds,
+        ensemble=args.ensemble,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        device=args.device,
+        threads=args.threads,
+        epochs=args.epochs,
+        callback=_Reporter(args),
+    )
     a = result["test_acc"]
-    print(f"best on {args.dataset}: single model mean {100 * a['mean']:.2f} % (min "
-          f"{100 * a['min']:.2f}), {result['train_s']['mean']:.0f} s each"
-          + (f"; ensemble of {args.ensemble}: {100 * result['ensemble']['test_acc']:.2f} %"
-             if "ensemble" in result else ""))  # fmt: skip
+    line = (
+        f"best on {args.dataset}: single model mean {100 * a['mean']:.2f} % (min "
+        f"{100 * a['min']:.2f}), {result['train_s']['mean']:.0f} s each"
+    )
+    if "ensemble" in result:
+        line += f"; ensemble of {args.ensemble}: {100 * result['ensemble']['test_acc']:.2f} %"
+    print(line)
     _finish(args, result)
     return 0
 

@@ -1,25 +1,23 @@
-"""`cnnlab shapes conv|pool|solve|model` and `cnnlab pool`: the lesson's shape maths and pooling.
+"""`cnnlab shapes conv|pool|solve|model|pool-matrix`: the lesson's shape maths and pooling.
 
 cnnlab shapes conv --input 28 28 --kernel 3 3              # 26x26, with the formula
+cnnlab shapes pool --input 24 24 --kernel 2                # 12x12: a pooling layer's output size
 cnnlab shapes solve --input 28 28 --kernel 2 4 --target 15 14
 cnnlab shapes model lesson-cnn                             # per-layer table, Linear sizes
-cnnlab pool --op both "[[2,3],[5,6]]"                      # max 6, avg 4, window by window
+cnnlab shapes pool-matrix --op both "[[2,3],[5,6]]"        # pooling itself: see cnnlab.cli.pool
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-import sys
 from pathlib import Path
 
+from cnnlab.cli import pool
 from cnnlab.cli.output import format_table, print_json
 from cnnlab.errors import ConfigError
 
 DEFAULT_MODEL_INPUT = (1, 28, 28)  # MNIST; a run folder or --input says otherwise
-SHOW_WINDOWS_MAX = 36  # list every window only when there are at most this many
 SHOW_MATCHES_MAX = 20  # solver answers printed as a table
-NUMERIC_TEXT = re.compile(r"^[\s\d.,eE+\-]+$")  # "2 3\n5 6": rows of numbers, not a file name
 
 
 def _add_size(
@@ -40,12 +38,8 @@ def _add_size(
     )
 
 
-def register(sub, common) -> None:
-    shapes = sub.add_parser(
-        "shapes", help="conv/pool output sizes, the stride/padding solver, a model's layer table"
-    )
-    shapes_sub = shapes.add_subparsers(dest="shapes_command", required=True, metavar="ACTION")
-
+def _add_conv(shapes_sub, common) -> None:
+    """`cnnlab shapes conv`."""
     p = shapes_sub.add_parser(
         "conv", parents=[common], help="output size of a convolution, with the lesson's formula"
     )
@@ -63,6 +57,9 @@ def register(sub, common) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_conv)
 
+
+def _add_pool_size(shapes_sub, common) -> None:
+    """`cnnlab shapes pool`: the output size of a pooling layer (pooling a matrix is pool-matrix)."""
     p = shapes_sub.add_parser(
         "pool", parents=[common], help="output size of max/avg pooling, with the formula"
     )
@@ -77,6 +74,9 @@ def register(sub, common) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_pool_size)
 
+
+def _add_solve(shapes_sub, common) -> None:
+    """`cnnlab shapes solve`."""
     p = shapes_sub.add_parser(
         "solve",
         parents=[common],
@@ -96,6 +96,9 @@ def register(sub, common) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_solve)
 
+
+def _add_model(shapes_sub, common) -> None:
+    """`cnnlab shapes model`."""
     p = shapes_sub.add_parser(
         "model", parents=[common], help="layer-by-layer shapes, parameters and MACs of a model"
     )
@@ -115,27 +118,24 @@ def register(sub, common) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_model)
 
-    p = sub.add_parser(
-        "pool", parents=[common], help="max/average pooling of a small matrix, window by window"
+
+def register(sub, common) -> None:
+    shapes = sub.add_parser(
+        "shapes",
+        help="conv/pool output sizes, stride/padding solver, layer tables, matrix pooling",
     )
-    p.add_argument(
-        "matrix",
-        metavar="MATRIX",
-        help='a matrix like "[[2,3],[5,6]]", a file holding one (or rows of numbers), or - for stdin',
+    shapes_sub = shapes.add_subparsers(dest="shapes_command", required=True, metavar="ACTION")
+    _add_conv(shapes_sub, common)
+    _add_pool_size(shapes_sub, common)
+    _add_solve(shapes_sub, common)
+    _add_model(shapes_sub, common)
+    pool.add_pool_matrix_parser(
+        shapes_sub,
+        common,
+        "pool-matrix",
+        "max/average pooling of a small matrix, window by window",
+        pool.cmd_pool_matrix,
     )
-    p.add_argument(
-        "--op", choices=["max", "avg", "both"], default="both", help="which pooling (default: both)"
-    )
-    p.add_argument("--kernel", type=int, default=2, metavar="K", help="window size K x K (default: 2)")
-    p.add_argument(
-        "--stride",
-        type=int,
-        default=None,
-        metavar="S",
-        help="step between windows (default: the kernel size)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_pool)
 
 
 def _pair(values, flag: str) -> tuple[int, int]:
@@ -213,7 +213,7 @@ def cmd_pool_size(args) -> int:
 
 
 def cmd_solve(args) -> int:
-    from cnnlab.shapes import solve_conv
+    from cnnlab.shape_solver import solve_conv
 
     sol = solve_conv(
         _pair(args.input, "--input"),
@@ -316,93 +316,4 @@ def cmd_model(args) -> int:
         f"{summary.total_macs:,} MACs per image, output {out}"
     )
     summary.check()  # a wrong Linear: the table above, then one error line and exit 2
-    return 0
-
-
-def _is_file(path: Path) -> bool:
-    """Path.is_file() that says False for names the OS refuses (a long literal is no file)."""
-    try:
-        return path.is_file()
-    except (OSError, ValueError):
-        return False
-
-
-def _read_matrix_arg(arg: str):
-    """MATRIX: '-' for stdin, an existing file, or the literal text itself."""
-    from cnnlab.pooling import MAX_TEXT_CHARS, parse_matrix
-
-    if arg == "-":
-        return parse_matrix(sys.stdin.read(MAX_TEXT_CHARS + 1), "stdin")
-    path = Path(arg)
-    if _is_file(path):
-        if path.stat().st_size > MAX_TEXT_CHARS:
-            raise ConfigError(
-                f"{path} is {path.stat().st_size:,} bytes; the limit is {MAX_TEXT_CHARS:,}"
-            )
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(
-                f"{path} is not a text file; write the matrix as [[2,3],[5,6]] or as rows of numbers"
-            ) from None
-        return parse_matrix(text, str(path))
-    if arg.strip()[:1] in ("[", "(") or NUMERIC_TEXT.match(arg):
-        return parse_matrix(arg, "MATRIX")
-    raise ConfigError(
-        f'MATRIX {arg[:60]!r} is neither a matrix like "[[2,3],[5,6]]" nor an existing file'
-    )
-
-
-def _num(v: float) -> str:
-    """4.0 -> '4', 2.5 -> '2.5'."""
-    return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.6g}"
-
-
-def _matrix_text(rows, indent: str = "  ") -> str:
-    """Rows of numbers, right-aligned in columns."""
-    cells = [[_num(v) for v in r] for r in rows]
-    width = max(len(c) for r in cells for c in r)
-    return "\n".join(indent + " ".join(c.rjust(width) for c in r) for r in cells)
-
-
-def _inline(rows) -> str:
-    """[[2, 3], [5, 6]] in one line."""
-    return "[" + ", ".join("[" + ", ".join(_num(v) for v in r) + "]" for r in rows) + "]"
-
-
-def cmd_pool(args) -> int:
-    from cnnlab.pooling import pool_matrix
-
-    matrix = _read_matrix_arg(args.matrix)
-    ops = ["max", "avg"] if args.op == "both" else [args.op]
-    results = {op: pool_matrix(matrix, op, args.kernel, args.stride) for op in ops}
-    first = results[ops[0]]
-    if args.json:
-        print_json(
-            {
-                "input": matrix,
-                "kernel": list(first.kernel),
-                "stride": list(first.stride),
-                **{op: r.output for op, r in results.items()},
-            }
-        )
-        return 0
-    (kh, kw), (sh, sw), (oh, ow) = first.kernel, first.stride, first.shape
-    print(
-        f"input {len(matrix)}x{len(matrix[0])}, kernel {kh}x{kw}, stride "
-        f"{sh if sh == sw else (sh, sw)} -> output {oh}x{ow}"
-    )
-    names = {"max": "max pooling", "avg": "average pooling"}
-    for op, r in results.items():
-        print(f"{names[op]}:")
-        print(_matrix_text(r.output))
-    if oh * ow <= SHOW_WINDOWS_MAX:
-        print("windows:")
-        per_op = {op: list(r.windows()) for op, r in results.items()}
-        for k, win in enumerate(per_op[ops[0]]):
-            values = ", ".join(f"{op} {_num(per_op[op][k].value)}" for op in ops)
-            print(
-                f"  out[{win.out_row}][{win.out_col}]  rows {win.rows.start}-{win.rows.stop - 1}, "
-                f"cols {win.cols.start}-{win.cols.stop - 1}  {_inline(win.cells)}  -> {values}"
-            )
     return 0

@@ -1,0 +1,161 @@
+"""Reporting the benchmarks: result files, and the Markdown section of BENCHMARKS.md made from them.
+
+Each result dict from `cnnlab.bench.run` is saved as benchmarks/results/<benchmark>[-device|
+-dataset].json; `update_markdown` rewrites only the generated section between two markers, so
+hand-written notes around it stay. Every block names the machine it ran on. Never prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from cnnlab import runs
+
+RESULT_FILES = {
+    "speedrun": "speedrun-{device}.json",
+    "batches": "batches.json",
+    "best": "best-{dataset}.json",
+}
+RESULT_ORDER = {"speedrun": 0, "batches": 1, "best": 2}  # load_results: speedruns first
+MARK_BEGIN = "<!-- cnnlab bench: generated from benchmarks/results/*.json; do not edit by hand -->"
+MARK_END = "<!-- cnnlab bench: end -->"
+
+
+def result_path(result: dict, out_dir: str | os.PathLike) -> Path:
+    """benchmarks/results/<benchmark>[-device|-dataset].json for a result dict."""
+    name = RESULT_FILES[result["benchmark"]].format(
+        device=result.get("device", "cpu"), dataset=result.get("dataset", "mnist")
+    )
+    return Path(out_dir) / name
+
+
+def save_result(result: dict, out_dir: str | os.PathLike) -> Path:
+    """Write a result dict as JSON (atomically) and return its path."""
+    return runs.write_json(result_path(result, out_dir), result)
+
+
+def load_results(out_dir: str | os.PathLike) -> list[dict]:
+    """Every result JSON in out_dir, speedruns first."""
+    found = [json.loads(p.read_text()) for p in sorted(Path(out_dir).glob("*.json"))]
+    found = [r for r in found if r.get("benchmark") in RESULT_ORDER]
+    return sorted(found, key=lambda r: RESULT_ORDER[r["benchmark"]])
+
+
+def _machine_line(r: dict) -> str:
+    """'Machine: CPU (family, model), cores, flags, torch, threads, load average, GPU.'"""
+    m = r["machine"]
+    gpu = f", GPU {m['gpu']}" if "gpu" in m and r.get("device", "cpu") != "cpu" else ""
+    family = f" (family {m['cpu_family']}, model {m['model']})" if "cpu_family" in m else ""
+    text = (
+        f"Machine: {m['cpu']}{family}, {m['cores']} cores, flags {' '.join(m['flags']) or 'none'} "
+        f"(torch kernels: {m['torch_cpu_capability']}), torch {m['torch']}, "
+        f"{r.get('threads', m['threads'])} thread(s)"
+    )
+    if "omp_wait_policy" in m:
+        text += f" (OpenMP wait policy {m['omp_wait_policy']})"
+    if "load_average_before" in r:
+        text += f", load average at start {r['load_average_before']}"
+    else:
+        text += f", load average at the end {m['load_average']}"
+    return f"{text}{gpu}."
+
+
+def _row(label: str, s: dict, scale: float = 1.0) -> str:
+    """A table row: label, then mean, median, min, max."""
+    cells = " | ".join(f"{scale * s[k]:.2f}" for k in ("mean", "median", "min", "max"))
+    return f"| {label} | {cells} |"
+
+
+def _speedrun_md(r: dict) -> list[str]:
+    """The speedrun block: machine, the statistics table, what is excluded, the baseline."""
+    ex = r["excluded"]
+    verdict = "reached" if r["reached_target"] else "NOT reached"
+    summary = (
+        f"Target {100 * r['target']:.1f} %: {verdict}. Not in the training time: "
+        f"process start {ex['process_start_s']:.2f} s, data load {ex['data_load_s']:.2f} s, "
+        f"fit's overhead {ex['fit_overhead_s_mean']:.2f} s per run"
+    )
+    if "device_warmup_s" in ex:
+        summary += f", the process's warm-up run {ex['device_warmup_s']:.2f} s"
+    lines = [
+        f"#### speedrun: recipe `{r['recipe']}` on {r['device']}, {len(r['seeds'])} seeds",
+        "",
+        _machine_line(r),
+        "",
+        "| | mean | median | min | max |",
+        "|---|---|---|---|---|",
+        _row("training wall time (s)", r["train_s"]),
+        _row("test accuracy (%)", r["test_acc"], 100),
+        _row("one evaluation pass (s)", r["eval_s"]),
+        "",
+        summary + ".",
+    ]
+    if "baseline" in r:
+        b = r["baseline"]
+        lines += [
+            "",
+            f"Baseline in the same run ({b['what']}), {b['epochs']} epoch, on "
+            f"{b.get('device', 'cpu')}, {b['threads']} CPU thread(s): "
+            f"{b['train_s']:.1f} s -> {100 * b['test_acc']:.2f} %."
+            f" Speedup: **{r['speedup_vs_baseline']:.1f}x**.",
+        ]
+    return lines
+
+
+def _batches_md(r: dict) -> list[str]:
+    """The batches block: machine and the two paths' images/s."""
+    f, d = r["in_memory"], r["dataloader"]
+    return [
+        f"#### batches: {r['dataset']} train, batch {r['batch_size']}",
+        "",
+        _machine_line(r),
+        "",
+        "| path | seconds | images/s |",
+        "|---|---|---|",
+        f"| InMemoryBatches | {f['seconds']:.2f} | {f['images_per_s']:,.0f} |",
+        f"| {d['what']} | {d['seconds']:.2f} | {d['images_per_s']:,.0f} |",
+        "",
+        f"Speedup: **{r['speedup']:.0f}x**.",
+    ]
+
+
+def _best_md(r: dict) -> list[str]:
+    """The best block: machine, training time, single-model and ensemble accuracy."""
+    t, a = r["train_s"], r["test_acc"]
+    ens = r.get("ensemble")
+    ens_text = f"; ensemble of {ens['models']}: {100 * ens['test_acc']:.2f} %" if ens else ""
+    return [
+        f"#### best: recipe `{r['recipe']}` on {r['dataset']}, {len(r['seeds'])} seed(s)",
+        "",
+        _machine_line(r),
+        "",
+        f"Training {t['mean']:.0f} s per model (max {t['max']:.0f} s); single-model test "
+        f"accuracy mean {100 * a['mean']:.2f} % (min {100 * a['min']:.2f}, max "
+        f"{100 * a['max']:.2f}){ens_text}.",
+    ]
+
+
+MARKDOWN = {"speedrun": _speedrun_md, "batches": _batches_md, "best": _best_md}
+
+
+def markdown_tables(results: list[dict]) -> str:
+    """The measured figures as Markdown, each block naming the machine it ran on."""
+    lines: list[str] = []
+    for r in results:
+        lines += MARKDOWN[r["benchmark"]](r) + [""]
+    return "\n".join(lines)
+
+
+def update_markdown(path: str | os.PathLike, results: list[dict]) -> Path:
+    """Replace the generated section of BENCHMARKS.md (between the markers) with `results`."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{MARK_BEGIN}\n\n{markdown_tables(results)}\n{MARK_END}"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Latest measured figures\n\n" + block + "\n"
+    return runs.write_text(path, text)

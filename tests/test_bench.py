@@ -15,18 +15,12 @@ import torch
 
 from cnnlab import bench, machine
 from cnnlab.cli import main
+from cnnlab.config import TrainConfig, make_config
+from cnnlab.data.factory import first_images, load_batches
 from cnnlab.errors import ConfigError
+from cnnlab.evaluation import TTA_SHIFTS, evaluate
 from cnnlab.models import count_macs, get_model
-from cnnlab.train import (
-    INIT_IMAGES,
-    TTA_SHIFTS,
-    TrainConfig,
-    evaluate,
-    first_images,
-    fit,
-    load_batches,
-    make_config,
-)
+from cnnlab.train import INIT_IMAGES, fit
 
 SPEEDRUN_FIELDS = {
     "benchmark",
@@ -103,7 +97,7 @@ def test_fast_recipe_freezes_its_whitening_stem_and_times_it(fake_dataset):
     # init_from_data replaced the random weights once, and training never moved them
     assert not torch.allclose(stem.weight, fresh_stem.weight)
     again = get_model(config.model, (1, 28, 28), 10, **config.model_kwargs)
-    train, _, _ = load_batches(config, torch.device("cpu"))
+    train = load_batches(config, torch.device("cpu")).train
     again.init_from_data(first_images(train, INIT_IMAGES))
     torch.testing.assert_close(stem.weight, again.features.conv1.weight)
     assert not torch.allclose(result.model.features.conv2.weight, fresh.features.conv2.weight)
@@ -123,7 +117,7 @@ def test_adam_betas_and_tta_validate_and_survive_json():
 def test_tta_averages_probabilities_over_shifts(fake_dataset):
     config = make_config("fast", dataset="fake", device="cpu", train_subset=256, batch_size=32)
     result = fit(config)
-    _, test, _ = load_batches(config, torch.device("cpu"))
+    test = load_batches(config, torch.device("cpu")).test
     plain = evaluate(result.model, test, return_outputs=True)
     shifted = evaluate(result.model, test, return_outputs=True, tta=4)
     assert plain["n"] == shifted["n"] == 200

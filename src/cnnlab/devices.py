@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 
 from cnnlab.errors import ConfigError
+from cnnlab.machine import cpu_flags
 
 
 def resolve_device(name: str) -> torch.device:
@@ -25,20 +25,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split()}
-
-
 def bf16_supported(device: torch.device) -> bool:
     """bfloat16 autocast pays off on CUDA and on CPUs with AVX512-BF16 or AMX."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        flags = _cpu_flags()
+        flags = cpu_flags()
         return "avx512_bf16" in flags or "amx_bf16" in flags
     return False
 

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from cnnlab import runs
+from cnnlab import io
 
 RESULT_FILES = {
     "speedrun": "speedrun-{device}.json",
@@ -33,7 +33,7 @@ def result_path(result: dict, out_dir: str | os.PathLike) -> Path:
 
 def save_result(result: dict, out_dir: str | os.PathLike) -> Path:
     """Write a result dict as JSON (atomically) and return its path."""
-    return runs.write_json(result_path(result, out_dir), result)
+    return io.write_json(result_path(result, out_dir), result)
 
 
 def load_results(out_dir: str | os.PathLike) -> list[dict]:
@@ -158,4 +158,4 @@ def update_markdown(path: str | os.PathLike, results: list[dict]) -> Path:
         text = head + block + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n## Latest measured figures\n\n" + block + "\n"
-    return runs.write_text(path, text)
+    return io.write_text(path, text)

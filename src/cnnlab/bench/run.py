@@ -151,7 +151,8 @@ def lesson_baseline(
 
 def _excluded_seconds(recipe: str, overrides: dict) -> dict:
     """What the training time leaves out: process start, data load, one warm-up run."""
-    from cnnlab.train import fit, make_config
+    from cnnlab.config import make_config
+    from cnnlab.train import fit
 
     excluded = {
         "process_start_s": process_start_seconds(),
@@ -169,13 +170,16 @@ def _excluded_seconds(recipe: str, overrides: dict) -> dict:
 
 def _timed_seed(recipe: str, seed: int, overrides: dict, callback: Callback | None):
     """Train one seed; (its row of timings and accuracy, its config)."""
-    from cnnlab.train import evaluate, fit, load_batches, make_config
+    from cnnlab.config import make_config
+    from cnnlab.data.factory import load_batches
+    from cnnlab.evaluation import evaluate
+    from cnnlab.train import fit
 
     config = make_config(recipe, seed=seed, **overrides)
     t0 = time.perf_counter()
     result = fit(config, None, callback=callback)
     fit_s = time.perf_counter() - t0
-    _, test_batches, _ = load_batches(config, next(result.model.parameters()).device)
+    test_batches = load_batches(config, next(result.model.parameters()).device).test
     t0 = time.perf_counter()
     evaluate(result.model, test_batches, tta=config.tta)  # the cost of one test pass
     eval_s = time.perf_counter() - t0
@@ -359,7 +363,10 @@ def best_run(
     The ensemble averages the models' softmax outputs (each with the recipe's test-time
     augmentation) over the test set.
     """
-    from cnnlab.train import evaluate, fit, load_batches, make_config
+    from cnnlab.config import make_config
+    from cnnlab.data.factory import load_batches
+    from cnnlab.evaluation import evaluate
+    from cnnlab.train import fit
 
     if seeds < 1 or not 0 <= ensemble <= seeds:
         raise ConfigError(f"need seeds >= 1 and 0 <= ensemble <= seeds, not {seeds}, {ensemble}")
@@ -371,7 +378,7 @@ def best_run(
     for seed in range(seeds):
         config = make_config(recipe, seed=seed, **overrides)
         result = fit(config, None, callback=callback)
-        _, test_batches, _ = load_batches(config, next(result.model.parameters()).device)
+        test_batches = load_batches(config, next(result.model.parameters()).device).test
         ev = evaluate(result.model, test_batches, tta=config.tta, return_outputs=True)
         probs.append(ev["probs"])
         targets = ev["targets"]

@@ -64,11 +64,12 @@ def _rank_label() -> str:
 
 def machine_is_busy() -> bool:
     """Whether other work already keeps (nearly) every core busy: the 1-minute load average."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # no load average on this platform: assume the machine is shared
+    from cnnlab.machine import load_average
+
+    load = load_average()
+    if load is None:  # no load average on this platform: assume the machine is shared
         return True
-    return load >= (os.cpu_count() or 1) - 0.5
+    return load[0] >= (os.cpu_count() or 1) - 0.5
 
 
 def choose_omp_wait_policy() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab import figures, io, runs
+from cnnlab import figures, io, machine, runs
 from cnnlab.config import TrainConfig
 from cnnlab.errors import ConfigError
 from cnnlab.evaluation import evaluate_run
@@ -172,17 +172,9 @@ def lesson_sentence(rows: list[ComparedModel]) -> str:
 
 def machine_description() -> str:
     """CPU/GPU, threads and versions, for the report's reproducibility line."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (
-        f"{cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}){gpu}; "
+        f"{machine.machine_description()}, torch threads {torch.get_num_threads()}{gpu}; "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
 

@@ -192,6 +192,7 @@ def test_fast_stem_options_are_checked():
         ("cnn", {"dropout": float("nan")}, "dropout=nan: dropout must be a number from 0 up to"),
         ("cnn", {"dropout": 1}, "dropout=1: dropout must be a number from 0 up to"),
         ("cnn", {"dropout": "0.1"}, "dropout='0.1'"),
+        ("cnn", {"dropout": 10**400}, r"dropout=1000.*\.\.\.: dropout must be a number"),
         (
             "mlp",
             {"hidden": "256"},

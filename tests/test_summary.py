@@ -1,4 +1,5 @@
-"""cnnlab.summary: per-layer shapes that agree with a real forward pass, and the Linear mismatch."""
+"""cnnlab.summary: per-layer shapes that agree with a real forward pass, and the Linear mismatch;
+cnnlab.layer_shapes: the same rows by arithmetic, checked against summarize as the oracle."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import ShapeError
+from cnnlab.layer_shapes import layer_shapes
 from cnnlab.summary import flatten_features, format_shape, summarize
 
 
@@ -186,3 +188,90 @@ def test_bad_input_shape_and_format_shape():
         summarize(nn.Linear(4, 4), (0, 4))
     assert format_shape((2, 16, 4, 4), 2) == "(B, 16, 4, 4)"
     assert format_shape((32, 16), 2) == "(32, 16)"
+
+
+# --- layer_shapes: summarize's rows by arithmetic -------------------------------------------
+
+
+def rows_of(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
+    """summarize's (name, output shape) rows: the oracle for layer_shapes."""
+    return [(r.name, r.output_shape) for r in summarize(model, shape).layers]
+
+
+class Residual(nn.Module):
+    """A block that lists its forward's paths for layer_shapes."""
+
+    shape_paths = (("conv", "bn"), ("shortcut",))
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Conv2d(c_in, c_out, 1, stride=stride)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)) + self.shortcut(x))
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 29, 37)])
+def test_layer_shapes_agree_with_a_real_pass(shape):
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 5, stride=2, padding=2, dilation=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.Conv2d(8, 8, 3, padding="same"),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 12, 3, dilation=2, padding=(2, 1)),
+        Residual(12, 16, 2),
+        nn.Sequential(nn.Dropout(0.5), nn.Sequential()),
+        nn.AdaptiveMaxPool2d((2, None)),
+        nn.AdaptiveAvgPool2d((None, 1)),
+        nn.Flatten(2),
+        nn.Linear(2, 5),
+        nn.Flatten(),
+        nn.Identity(),
+    )
+    rows = layer_shapes(model, shape)
+    assert rows == rows_of(model, shape)
+    assert flatten_features(model, shape) == math.prod(model.eval()(torch.zeros(1, *shape)).shape[1:])
+
+
+def test_layer_shapes_run_nothing_and_work_on_the_meta_device():
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Conv2d(1, 6, 5), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(864, 10))
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(m))
+    assert layer_shapes(model, (1, 28, 28))[-1] == ("3", (2, 10))
+    assert flatten_features(model[:2], (1, 28, 28)) == 6 * 12 * 12 and calls == []
+
+
+def test_layer_shapes_say_none_for_what_they_cannot_read():
+    assert layer_shapes(LessonCNN(linear_in=256), (1, 28, 28)) is None  # functional forward
+    assert layer_shapes(nn.Sequential(nn.Upsample(scale_factor=2)), (1, 8, 8)) is None
+    assert layer_shapes(nn.Sequential(nn.Flatten(), nn.Linear(10, 2)), (1, 4, 4)) is None  # mismatch
+    assert layer_shapes(nn.Sequential(nn.BatchNorm2d(3)), (1, 4, 4)) is None  # torch would fail
+    mismatched = Residual(4, 4, 1)
+    mismatched.shortcut = nn.Conv2d(4, 4, 1, stride=2)  # the two paths no longer agree
+    assert layer_shapes(mismatched, (4, 8, 8)) is None
+    # flatten_features falls back to the real pass, so these still give sizes or summarize's errors
+    assert flatten_features(LessonCNN(linear_in=256), (1, 28, 28)) == 10
+    with pytest.raises(ShapeError, match="in_features=10 but each image brings 16"):
+        flatten_features(nn.Sequential(nn.Flatten(), nn.Linear(10, 2)), (1, 4, 4))
+
+
+@pytest.mark.parametrize(
+    "model,shape",
+    [
+        (nn.Sequential(nn.Conv2d(1, 8, 5), nn.MaxPool2d(2), nn.Conv2d(8, 8, 5)), (1, 12, 12)),
+        (nn.Sequential(nn.Conv2d(1, 8, 3), nn.Conv2d(16, 8, 3)), (1, 28, 28)),
+        (nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(4, padding=3)), (1, 28, 28)),
+    ],
+)
+def test_layer_shapes_raise_summarizes_errors(model, shape):
+    with pytest.raises(ShapeError) as oracle:
+        summarize(model, shape)
+    with pytest.raises(ShapeError) as arithmetic:
+        layer_shapes(model, shape)
+    assert str(arithmetic.value) == str(oracle.value)

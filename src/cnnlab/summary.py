@@ -23,9 +23,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import ShapeError
-from cnnlab.shapes import conv2d_output, pool2d_output
-
-DEFAULT_BATCH = 2  # 2, not 1: a reshape that folds features into the batch shows up as 2 != N
+from cnnlab.layer_shapes import DEFAULT_BATCH, check_spatial, walk_shapes
 
 
 @dataclass(frozen=True)
@@ -166,39 +164,6 @@ def _macs(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> in
     return 0
 
 
-def _check_spatial(name: str, module: nn.Module, x: torch.Tensor) -> None:
-    """Conv2d / pooling: raise our ShapeError (with the layer name) where torch would fail."""
-    try:
-        if isinstance(module, nn.Conv2d):
-            lazy = (
-                isinstance(module, nn.modules.lazy.LazyModuleMixin) and module.has_uninitialized_params()
-            )
-            if x.ndim >= 3 and not lazy and x.shape[-3] != module.in_channels:
-                raise ShapeError(
-                    f"has in_channels={module.in_channels} but receives "
-                    f"{x.shape[-3]} channels; make it nn.Conv2d({x.shape[-3]}, ...)"
-                )
-            if x.ndim >= 2:
-                conv2d_output(
-                    tuple(x.shape[-2:]),
-                    module.kernel_size,
-                    module.stride,
-                    module.padding,
-                    module.dilation,
-                )
-        elif isinstance(module, nn.MaxPool2d | nn.AvgPool2d) and x.ndim >= 2:
-            pool2d_output(
-                tuple(x.shape[-2:]),
-                module.kernel_size,
-                module.stride or None,
-                module.padding,
-                getattr(module, "dilation", 1),
-                module.ceil_mode,
-            )
-    except ShapeError as e:
-        raise ShapeError(f"{name} ({type(module).__name__}) on input {tuple(x.shape)}: {e}") from None
-
-
 class _Recorder:
     """The hooks and what they saw during one forward pass."""
 
@@ -229,7 +194,7 @@ class _Recorder:
             return None
         name = self.names[module]
         self.inputs[id(module)] = (tuple(x.shape), None)
-        _check_spatial(name, module, x)
+        check_spatial(name, module, tuple(x.shape))
         if not isinstance(module, nn.Linear) or x.ndim < 2:
             return None
         b, has = self.batch, module.in_features
@@ -343,11 +308,15 @@ def summarize(model: nn.Module, input_shape: Sequence[int], batch: int = DEFAULT
 def flatten_features(module: nn.Module, input_shape: Sequence[int]) -> int:
     """Features per image that `module` outputs: the in_features of the Linear after it.
 
-    Use it instead of a hand-computed `nn.Linear(16 * 4 * 4, ...)`.
+    Use it instead of a hand-computed `nn.Linear(16 * 4 * 4, ...)`. Sized by `layer_shapes`
+    where it can (no forward pass, so also on the meta device), else by `summarize`.
 
     Raises:
         ShapeError: the module cannot take that input (see `summarize`).
     """
+    walked = walk_shapes(module, input_shape, DEFAULT_BATCH)
+    if walked is not None:
+        return math.prod(walked[1][1:])
     summary = summarize(module, input_shape)
     summary.check()
     if summary.output_shape is None:

@@ -112,7 +112,7 @@ def test_train_flags_are_generated_from_trainconfig():
 
     from cnnlab.cli.config_flags import add_config_options, config_overrides, flag_name
     from cnnlab.config import OPTIMIZER_NAMES, SCHEDULE_NAMES, TrainConfig, default_value, make_config
-    from cnnlab.train import OPTIMIZERS, SCHEDULES
+    from cnnlab.optim import OPTIMIZERS, SCHEDULES
 
     parser = argparse.ArgumentParser()
     add_config_options(parser)

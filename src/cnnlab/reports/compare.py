@@ -43,6 +43,24 @@ class ComparedModel:
     config: TrainConfig
 
 
+def _compared(name: str, run_dir: Path, config: TrainConfig, result, ev: dict) -> ComparedModel:
+    """One row of the comparison, from a finished fit and its evaluation."""
+    model = runs.load_run(run_dir).model
+    seen = sum(m["images_per_s"] * m["seconds"] for m in result.metrics)
+    return ComparedModel(
+        name=name,
+        run_dir=run_dir,
+        params=count_parameters(model),
+        macs=count_macs(model, result.info.image_shape),
+        train_seconds=result.train_seconds,
+        images_per_s=seen / max(result.train_seconds, 1e-9),
+        test_acc=ev["accuracy"],
+        test_loss=ev["loss"],
+        errors=ev["errors"],
+        config=config,
+    )
+
+
 def compare_models(
     models: list[str],
     out_dir: str | os.PathLike,
@@ -81,26 +99,10 @@ def compare_models(
         ev = evaluate_run(
             out / name, device=config.device, root=config.data_root, subset=config.test_subset
         )
-        info = result.info
-        model = runs.load_run(out / name).model
-        seen = sum(m["images_per_s"] * m["seconds"] for m in result.metrics)
-        rows.append(
-            ComparedModel(
-                name=name,
-                run_dir=out / name,
-                params=count_parameters(model),
-                macs=count_macs(model, info.image_shape),
-                train_seconds=result.train_seconds,
-                images_per_s=seen / max(result.train_seconds, 1e-9),
-                test_acc=ev["accuracy"],
-                test_loss=ev["loss"],
-                errors=ev["errors"],
-                config=config,
-            )
-        )
+        rows.append(_compared(name, out / name, config, result, ev))
         histories[name] = result.metrics
         confusions[name] = ev["confusion"]
-        classes = info.classes
+        classes = result.info.classes
     figures.comparison_curves(histories, out / CURVES)
     figures.confusion_matrices(confusions, classes, out / CONFUSION)
     write_report(rows, out, report_title or f"Comparison on {base.dataset}", report_intro)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.datasets import IMAGE_SUFFIXES, IMAGEFOLDER_PREFIX
+from cnnlab.data.datasets import IMAGE_SUFFIXES, IMAGEFOLDER_PREFIX, walk_files
 from cnnlab.errors import ConfigError, ImageInputError
 from cnnlab.preprocess import ImageSource, Preprocessed, preprocess_image, to_model_input
 
@@ -78,9 +78,13 @@ class Predictor:
     ) -> Preprocessed:
         """The model input for one image (raises `ImageInputError` for a bad one)."""
         return preprocess_image(
-            source, self.style, self.input_shape, dark_background=self.dark_background,
-            keep_steps=keep_steps, name=name,
-        )  # fmt: skip
+            source,
+            self.style,
+            self.input_shape,
+            dark_background=self.dark_background,
+            keep_steps=keep_steps,
+            name=name,
+        )
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) model inputs -> float (B, classes) softmax probabilities."""
@@ -100,9 +104,12 @@ class Predictor:
         ]
 
     def predict(
-        self, sources: Sequence[ImageSource], top: int = 3, names: Sequence[str] | None = None,
+        self,
+        sources: Sequence[ImageSource],
+        top: int = 3,
+        names: Sequence[str] | None = None,
         keep_steps: bool = False,
-    ) -> list[Prediction]:  # fmt: skip
+    ) -> list[Prediction]:
         """Predict a batch of images (paths, bytes, PIL images or arrays).
 
         Raises:
@@ -174,10 +181,7 @@ def collect_files(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                rel = sub.relative_to(path).parts
-                if not sub.is_file() or any(part.startswith(".") for part in rel):
-                    continue
+            for sub in walk_files(path):  # any depth: the walk keeps its own stack
                 (files if sub.suffix.lower() in IMAGE_SUFFIXES else skipped).append(sub)
         else:  # a missing or unreadable file becomes a Failure line when predicted
             files.append(path)

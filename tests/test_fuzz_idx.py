@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import gzip
 import math
+import shutil
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.conftest import learnable_images
+from tests.conftest import learnable_images, write_fake_dataset
 from tests.fuzzing import fuzz_settings, memory_cap, mutated, record
 
-from cnnlab.data import idx
+from cnnlab.data import idx, sources
 from cnnlab.errors import DatasetFormatError
 
 pytestmark = pytest.mark.fuzz
@@ -110,3 +112,36 @@ def test_forged_sizes_do_not_allocate(scratch, dims, gz):
             tracemalloc.stop()
     assert peak < PEAK_LIMIT
     record("IDX reader: forged 2^31..2^72-byte headers", "DatasetFormatError")
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    """A fake dataset under a data root, and its pristine files as a second source."""
+    top = tmp_path_factory.mktemp("fuzz-root")
+    info = write_fake_dataset(top / "root", n_train=20, n_test=10)
+    shutil.copytree(top / "root" / info.folder / "raw", top / "pkg")
+    srcs = [sources.RootFiles(), sources.DebianDirectory(str(top / "pkg"), "dataset-fake")]
+    return info, top / "root", srcs
+
+
+@fuzz_settings(scale=0.25)
+@given(which=st.sampled_from(["train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"]), data=st.data())
+def test_edited_root_files_are_rebuilt_out_loud(fake_root, which, data):
+    """A root file edited in any way (a label changed in place too) is rebuilt and announced;
+    an edit that changes no byte is neither."""
+    info, root, srcs = fake_root
+    path = root / info.folder / "raw" / which
+    good = path.read_bytes()
+    edited = data.draw(mutated(good, hot=24))
+    path.write_bytes(edited)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = sources.fetch(info.folder, info.resources, root, srcs)
+    announced = [str(w.message) for w in caught if issubclass(w.category, sources.DataRepairWarning)]
+    assert path.read_bytes() == good  # the official file again, whatever the edit
+    if edited == good:
+        assert result.source == "data root" and not announced
+        record("data root: edited files rebuilt from the next source", "unchanged, not announced")
+    else:
+        assert announced == [f"{path} failed its MD5 check; rebuilt it from the {srcs[1].name}"]
+        record("data root: edited files rebuilt from the next source", "rebuilt, announced")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 
 import numpy as np
 import pytest
@@ -110,8 +111,10 @@ def test_truncated_images(fmt, cut):
 
 
 @fuzz_settings(scale=0.5)
-@given(data=st.binary(max_size=400), magic=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff",
-                                                            b"GIF89a", b"BM", b"RIFF"]))  # fmt: skip
+@given(
+    data=st.binary(max_size=400),
+    magic=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"BM", b"RIFF"]),
+)
 def test_random_bytes_behind_a_magic(data, magic):
     decode_all_ways(magic + data, "image decoder: random bytes behind each format's magic")
 
@@ -137,3 +140,54 @@ def test_huge_declared_sizes_are_refused_before_decoding(size):
     with memory_cap(64 << 20), pytest.raises(CnnlabError, match="over the limit|bomb"):
         images.open_image(png, name="big.png")
     record("image decoder: headers over the pixel cap", "ImageInputError")
+
+
+def _place(entry: str, data: bytes, path) -> None:
+    """Put one hostile entry at `path`: image bytes, a folder with an image's name, a link."""
+    if entry == "bytes":
+        path.write_bytes(data)
+    elif entry == "folder":
+        path.mkdir()
+    elif entry == "unreadable link":  # reading it fails with EIO, whatever its permissions
+        path.symlink_to("/proc/self/mem")
+    else:  # a dangling link
+        path.symlink_to(path.parent / "nowhere")
+
+
+ENTRIES = ["bytes", "bytes", "folder", "dangling link"] + (
+    ["unreadable link"] if os.path.isfile("/proc/self/mem") else []
+)
+
+
+@fuzz_settings(scale=0.25)
+@given(
+    entries=st.lists(
+        st.tuples(st.sampled_from(ENTRIES), st.one_of(*(mutated(s, max_ops=2) for s in SEEDS.values()))),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_hostile_files_in_an_image_folder(tmp_path_factory, entries):
+    """Files on disk, not bytes: each path through open_image, then the folder as a dataset.
+    The folder either loads whole or is refused in one line naming a file in it."""
+    from cnnlab.data.datasets import ImageFolderDataset
+    from cnnlab.errors import DatasetFormatError
+
+    root = tmp_path_factory.mktemp("folder")
+    for cls, seed in (("a", "PNG grey"), ("b", "JPEG")):
+        (root / cls).mkdir()
+        (root / cls / "good.png").write_bytes(SEEDS[seed])
+    for i, (entry, data) in enumerate(entries):
+        path = root / "ab"[i % 2] / f"x{i}.png"
+        _place(entry, data, path)
+        try:
+            images.open_image(path)
+        except ImageInputError as e:
+            assert str(e).startswith(f"{path}: ")
+    try:
+        ds = ImageFolderDataset(root, "train", test_fraction=0)
+        assert all(ds.load_uint8(i).shape == (1, 28, 28) for i in range(len(ds)))
+        record("image folder: hostile files on disk", "loaded")
+    except DatasetFormatError as e:
+        assert "\n" not in str(e) and str(e).startswith(str(root))
+        record("image folder: hostile files on disk", "DatasetFormatError naming the file")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -30,8 +31,9 @@ def fake_run(fake_dataset, tmp_path) -> Path:
     """A `cnn` (width 4) trained on the fake bars for 3 epochs, saved as an image-folder run
     (style "fit", plain fit and pad), so that the fake test images, saved as PNGs, reach the
     model exactly as in training (fitting 28 into 28 is the identity)."""
-    return make_run(tmp_path / "run", "fake", "cnn", {"width": 4}, epochs=3, style="fit",
-                    saved_as="imagefolder:fake")  # fmt: skip
+    return make_run(
+        tmp_path / "run", "fake", "cnn", {"width": 4}, epochs=3, style="fit", saved_as="imagefolder:fake"
+    )
 
 
 @pytest.fixture
@@ -162,8 +164,9 @@ def test_cli_table_with_bad_files_and_previews(fake_run, fake_pngs, tmp_path):
     paths, labels = fake_pngs
     (paths[0].parent / "bad.png").write_bytes(encode(draw_digit(1), "PNG")[:300])  # truncated
     (paths[0].parent / "notes.txt").write_text("skipped: not an image suffix")
-    code, out, err = run_cli("predict", str(fake_run), str(paths[0].parent), "--top", "2",
-                             "--preview", str(tmp_path / "prev"))  # fmt: skip
+    code, out, err = run_cli(
+        "predict", str(fake_run), str(paths[0].parent), "--top", "2", "--preview", str(tmp_path / "prev")
+    )
     assert code == 2  # one file failed
     assert err.count("cnnlab: error:") == 1 and "bad.png" in err and "truncated" in err
     assert "predicted 12 of 13" in err and "skipped 1" in err
@@ -205,8 +208,12 @@ def test_cli_errors_are_one_line(fake_run, tmp_path):
 def test_cli_subprocess_no_progress_bar_when_not_a_tty(fake_run, fake_pngs):
     """As a script would run it: no bar characters on a non-terminal stderr, exit 0."""
     paths = [str(p) for p in fake_pngs[0][:2]]
-    proc = subprocess.run([sys.executable, "-m", "cnnlab", "predict", str(fake_run), *paths],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "cnnlab", "predict", str(fake_run), *paths],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "it/s" not in proc.stderr and "img/s" not in proc.stderr and "%|" not in proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 4
@@ -220,3 +227,64 @@ def test_digits_style_run_accepts_arrays_and_bytes(fake_dataset, tmp_path):
     a, b, c = predictor.predict([img, encode(img, "PNG"), np.asarray(img)])
     assert a.top == b.top == c.top and torch.equal(a.input, b.input)
     assert a.preprocessed.inverted
+
+
+def test_unreadable_inputs_are_one_error_line_each(fake_run, fake_pngs, tmp_path):
+    """An OSError reading one input (EIO from /proc/self/mem, no permission) fails that file only."""
+    paths = [str(p) for p in fake_pngs[0][:2]]
+    locked = tmp_path / "locked.png"
+    locked.write_bytes(Path(paths[0]).read_bytes())
+    locked.chmod(0)
+    unreadable = ["/proc/self/mem"] if Path("/proc/self/mem").is_file() else []
+    if os.geteuid() != 0:  # root reads a file without read permission
+        unreadable.append(str(locked))
+    if not unreadable:
+        pytest.skip("no unreadable file on this system")
+    code, out, err = run_cli("predict", str(fake_run), paths[0], *unreadable, paths[1])
+    assert code == 2 and "Traceback" not in err
+    for bad in unreadable:
+        assert f"cnnlab: error: {bad}: cannot read the file (" in err
+    rows = out.strip().splitlines()[2:]
+    assert [r.split()[0] for r in rows] == [paths[0], *unreadable, paths[1]]
+    assert f"predicted 2 of {2 + len(unreadable)} images" in err
+
+
+def test_folder_deeper_than_the_recursion_limit_is_walked(fake_run, fake_pngs, tmp_path):
+    from test_datasets import deep_folder
+
+    (tmp_path / "deep").mkdir()
+    with deep_folder(tmp_path / "deep", sys.getrecursionlimit() + 200) as deep:
+        (deep / "x.png").write_bytes(fake_pngs[0][0].read_bytes())
+        assert collect_files([tmp_path / "deep"]) == ([deep / "x.png"], [])
+        code, out, err = run_cli("predict", str(fake_run), str(tmp_path / "deep"))
+        assert code == 0 and "x.png" in out, err
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "eval"])
+def test_output_folder_that_is_a_file_or_cannot_be_made_is_one_line(
+    command, fake_run, fake_pngs, tmp_path
+):
+    image = str(fake_pngs[0][0])
+    flag, argv = {
+        "predict": ("--preview", ["predict", str(fake_run), image]),
+        "explain": ("--out", ["explain", str(fake_run), image]),
+        "eval": ("--out", ["eval", str(fake_run)]),
+    }[command]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    bad = [(a_file, "is a file, not a folder"), (a_file / "sub", "cannot create the folder")]
+    if Path("/proc/self").is_dir():
+        bad.append((Path("/proc/self/no-such-dir"), "cannot create the folder"))
+    for path, why in bad:
+        code, _, err = run_cli(*argv, flag, str(path))
+        assert code == 2 and err.count("\n") == 1, err
+        assert err.startswith(f"cnnlab: error: {flag} {path}: {why}") and "choose" in err
+    assert a_file.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
+def test_read_only_output_folder_is_one_line(fake_run, fake_pngs, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code, _, err = run_cli("predict", str(fake_run), str(fake_pngs[0][0]), "--preview", str(locked))
+    assert code == 2 and f"--preview {locked}: cannot write into the folder" in err

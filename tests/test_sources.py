@@ -1,7 +1,11 @@
 """Sources: root files checked by MD5, the restricted unpickler, the all-failed report."""
 
+import errno
 import gzip
 import pickle
+import re
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -96,7 +100,70 @@ def test_corrupt_root_file_is_replaced_by_next_source(tmp_path):
     (root / info.folder / "raw").mkdir(parents=True)
     (root / info.folder / "raw" / "train-images-idx3-ubyte").write_bytes(b"junk")
     src = sources.DebianDirectory(str(deb_dir), "dataset-fake")
-    result = sources.fetch(info.folder, info.resources, root, [sources.RootFiles(), src])
+    with pytest.warns(sources.DataRepairWarning, match="train-images-idx3-ubyte failed its MD5 check"):
+        result = sources.fetch(info.folder, info.resources, root, [sources.RootFiles(), src])
     assert result.source.startswith("Debian")
     assert "corrupt" in result.tried[0] or "truncated" in result.tried[0]
     assert sources.fetch(info.folder, info.resources, root, [sources.RootFiles()]).source == "data root"
+
+
+def _root_with_backup(tmp_path):
+    """A fake dataset under root/ and a pristine copy served as a Debian package directory."""
+    info = write_fake_dataset(tmp_path / "root")
+    backup = tmp_path / "pkg"
+    shutil.copytree(tmp_path / "root" / info.folder / "raw", backup)
+    srcs = [sources.RootFiles(), sources.DebianDirectory(str(backup), "dataset-fake")]
+    return info, srcs, tmp_path / "root" / info.folder / "raw" / "train-labels-idx1-ubyte"
+
+
+def _change_a_label_in_place(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[8 + 5] = (data[8 + 5] + 1) % 10  # still a valid label: only the MD5 tells
+    path.write_bytes(bytes(data))
+
+
+def test_repair_is_announced(tmp_path):
+    info, srcs, labels = _root_with_backup(tmp_path)
+    good = labels.read_bytes()
+    _change_a_label_in_place(labels)
+    message = f"{labels} failed its MD5 check; rebuilt it from the Debian package dataset-fake"
+    with pytest.warns(sources.DataRepairWarning, match=re.escape(message)) as caught:
+        result = sources.fetch(info.folder, info.resources, tmp_path / "root", srcs)
+    assert len(caught) == 1 and result.repaired == (labels,) and labels.read_bytes() == good
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sound root is not announced
+        assert sources.fetch(info.folder, info.resources, tmp_path / "root", srcs).repaired == ()
+
+
+def test_cli_prints_the_repair_as_one_warning_line(tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main as cli_main
+    from cnnlab.data import datasets
+
+    info, srcs, labels = _root_with_backup(tmp_path)
+    monkeypatch.setitem(
+        datasets.DATASETS, "fake", datasets.DatasetInfo(**{**info.__dict__, "sources": tuple(srcs)})
+    )
+    datasets.clear_cache()
+    _change_a_label_in_place(labels)
+    assert cli_main(["data", "info", "--dataset", "fake", "--root", str(tmp_path / "root")]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        f"cnnlab: warning: {labels} failed its MD5 check; rebuilt it from the Debian "
+        "package dataset-fake\n"
+    )
+    datasets.clear_cache()
+
+
+def test_read_only_root_names_the_corrupt_file_and_the_fix(tmp_path, monkeypatch):
+    info, srcs, labels = _root_with_backup(tmp_path)
+    _change_a_label_in_place(labels)
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(sources.idx, "write_atomic", read_only)
+    with pytest.raises(DatasetNotFoundError) as err:
+        sources.fetch(info.folder, info.resources, tmp_path / "root", srcs)
+    msg = str(err.value)
+    assert msg.startswith(f"{labels} failed its MD5 check and cannot be rebuilt")
+    assert "Read-only file system" in msg and "writable" in msg and "--root" in msg

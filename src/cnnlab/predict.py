@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.datasets import IMAGE_SUFFIXES, IMAGEFOLDER_PREFIX
+from cnnlab.data.datasets import IMAGE_SUFFIXES, IMAGEFOLDER_PREFIX, walk_files
 from cnnlab.errors import ConfigError, ImageInputError
 from cnnlab.preprocess import ImageSource, Preprocessed, preprocess_image, to_model_input
 
@@ -192,10 +192,7 @@ def collect_files(inputs: Sequence[str | os.PathLike]) -> tuple[list[Path], list
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for sub in sorted(path.rglob("*")):
-                rel = sub.relative_to(path).parts
-                if not sub.is_file() or any(part.startswith(".") for part in rel):
-                    continue
+            for sub in walk_files(path):  # any depth: the walk keeps its own stack
                 (files if sub.suffix.lower() in IMAGE_SUFFIXES else skipped).append(sub)
         else:  # a missing or unreadable file becomes a Failure line when predicted
             files.append(path)

@@ -3,7 +3,8 @@
 This package is the only place that prints and exits. Each command module exposes
 `register(subparsers, common)` to add its parser; heavy imports (torch, matplotlib) happen
 inside the command functions so that `cnnlab --help` stays quick. Any `CnnlabError` becomes one
-line on stderr and exit code 2 (the traceback only with --debug); Ctrl-C exits 130.
+line on stderr and exit code 2 (the traceback only with --debug); Ctrl-C exits 130. A warning
+of a cnnlab category (say a data file rebuilt after a failed MD5 check) is one line too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
@@ -87,11 +89,30 @@ def choose_omp_wait_policy() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
+def one_line_warnings(show):
+    """A `warnings.showwarning` that prints cnnlab's own warnings as one line, others via `show`."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.split(".")[0] == "cnnlab":
+            print(f"cnnlab: warning{_rank_label()}: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnlab` console script; returns the exit code."""
     choose_omp_wait_policy()
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line_warnings(warnings.showwarning)
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the chosen command, turning cnnlab's errors into one line and an exit code."""
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:

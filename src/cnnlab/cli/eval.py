@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from cnnlab.cli.output import format_table, print_json
+from pathlib import Path
+
+from cnnlab.cli.output import format_table, output_folder, print_json
 
 
 def register(sub, common) -> None:
@@ -25,19 +27,30 @@ def cmd_eval(args) -> int:
 
     if args.subset is not None and args.subset < 1:
         raise ConfigError(f"--subset must be >= 1, not {args.subset}")
-    report = evaluate_run(args.run, args.out, split=args.split, root=args.root,
-                          subset=args.subset, device=args.device)  # fmt: skip
+    if args.out:
+        output_folder(args.out, "--out")
+    elif Path(args.run).is_dir():  # eval files go into the run folder: it must be writable
+        output_folder(args.run, "run folder (or choose another with --out)", create=False)
+    report = evaluate_run(
+        args.run, args.out, split=args.split, root=args.root, subset=args.subset, device=args.device
+    )
     if args.json:
         print_json(report)
         return 0
-    print(f"{report['model']} on {report['dataset']} {report['split']}: accuracy "
-          f"{100 * report['accuracy']:.2f}% ({report['errors']} errors in {report['images']} "
-          f"images), loss {report['loss']:.4f}, macro F1 {report['macro_f1']:.4f}")  # fmt: skip
-    rows = [[s["class"], f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", s["support"]]
-            for s in report["per_class"]]  # fmt: skip
+    print(
+        f"{report['model']} on {report['dataset']} {report['split']}: accuracy "
+        f"{100 * report['accuracy']:.2f}% ({report['errors']} errors in {report['images']} "
+        f"images), loss {report['loss']:.4f}, macro F1 {report['macro_f1']:.4f}"
+    )
+    rows = [
+        [s["class"], f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", s["support"]]
+        for s in report["per_class"]
+    ]
     print(format_table(["class", "precision", "recall", "F1", "images"], rows, align="lrrrr"))
     if report["most_confused"]:
-        print("most confused (true -> predicted): " + ", ".join(
-            f"{t} -> {p} ({n})" for t, p, n in report["most_confused"]))  # fmt: skip
+        print(
+            "most confused (true -> predicted): "
+            + ", ".join(f"{t} -> {p} ({n})" for t, p, n in report["most_confused"])
+        )
     print("wrote " + ", ".join(report["files"].values()))
     return 0

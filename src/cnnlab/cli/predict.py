@@ -8,27 +8,32 @@ import sys
 import time
 from pathlib import Path
 
-from cnnlab.cli.output import format_table, progress_enabled
+from cnnlab.cli.output import format_table, output_folder, progress_enabled
 
 FORMATS = ("table", "json", "csv")
 
 
 def register(sub, common) -> None:
     p = sub.add_parser(
-        "predict", parents=[common], help="predict your own images with a trained run",
+        "predict",
+        parents=[common],
+        help="predict your own images with a trained run",
         description="Preprocess each image as the run's dataset was made (for MNIST: white on "
         "black, fitted to 20x20, centred by mass in 28x28) and print the top classes. "
         "Directories are walked for .png .jpg .jpeg .bmp .gif .webp files. A file that cannot "
         "be used gets one error line on stderr; the others are still predicted; the exit code "
         "is 2 if any failed.",
-    )  # fmt: skip
+    )
     p.add_argument("run", metavar="RUN", help="run folder (from `cnnlab train --out`)")
     p.add_argument("inputs", nargs="+", metavar="FILE|DIR", help="images or folders of images")
     p.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output (default: table)")
-    p.add_argument("--preview", metavar="DIR", default=None,
-                   help="write DIR/<name>.png per input: your image beside what the model saw "
-                   "(default: none)")  # fmt: skip
+    p.add_argument(
+        "--preview",
+        metavar="DIR",
+        default=None,
+        help="write DIR/<name>.png per input: your image beside what the model saw (default: none)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
     p.set_defaults(func=cmd_predict)
 
@@ -39,7 +44,6 @@ def cmd_predict(args) -> int:
     from cnnlab.errors import ConfigError
     from cnnlab.predict import Failure, Predictor, collect_files
     from cnnlab.runs import load_run
-    from cnnlab.reports.explain_figures import prediction_preview, safe_name
 
     if args.top < 1:
         raise ConfigError(f"--top must be >= 1, not {args.top}")
@@ -47,17 +51,21 @@ def cmd_predict(args) -> int:
     files, skipped = collect_files(args.inputs)
     if not files:
         raise ConfigError(f"no image files found in {', '.join(args.inputs)}")
+    if args.preview:
+        output_folder(args.preview, "--preview")
     preview_names: set[str] = set()
     results = []
     writer = csv.writer(sys.stdout) if args.format == "csv" else None
     if writer:
-        writer.writerow(["file"] + [f"{w}{i + 1}" for i in range(args.top) for w in ("class", "p")]
-                        + ["error"])  # fmt: skip
+        writer.writerow(
+            ["file"] + [f"{w}{i + 1}" for i in range(args.top) for w in ("class", "p")] + ["error"]
+        )
     bar = tqdm(total=len(files), unit="img", disable=not progress_enabled(args), file=sys.stderr)
     failed = 0
     start = time.perf_counter()
-    stream = predictor.predict_files(files, top=args.top, batch_size=args.batch_size,
-                                     keep_steps=bool(args.preview))  # fmt: skip
+    stream = predictor.predict_files(
+        files, top=args.top, batch_size=args.batch_size, keep_steps=bool(args.preview)
+    )
     for result in stream:
         bar.update(1)
         if isinstance(result, Failure):
@@ -65,13 +73,7 @@ def cmd_predict(args) -> int:
             bar.clear()
             print(f"cnnlab: error: {result.error}", file=sys.stderr)
         elif args.preview:
-            stem = safe_name(Path(result.name).stem)
-            name, n = stem, 1
-            while name in preview_names:
-                n += 1
-                name = f"{stem}-{n}"
-            preview_names.add(name)
-            prediction_preview(result, Path(args.preview) / f"{name}.png")
+            _write_preview(result, Path(args.preview), preview_names)
         if writer:
             _write_csv_row(writer, result, args.top)
             sys.stdout.flush()
@@ -92,6 +94,19 @@ def cmd_predict(args) -> int:
         note += f"; previews in {args.preview}" if args.preview and done else ""
         print(note, file=sys.stderr)
     return 2 if failed else 0
+
+
+def _write_preview(result, folder: Path, taken: set[str]) -> None:
+    """folder/<name>.png for one prediction, numbering names already taken (a-2, a-3, ...)."""
+    from cnnlab.reports.explain_figures import prediction_preview, safe_name
+
+    stem = safe_name(Path(result.name).stem)
+    name, n = stem, 1
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}"
+    taken.add(name)
+    prediction_preview(result, folder / f"{name}.png")
 
 
 def _as_dict(result) -> dict:

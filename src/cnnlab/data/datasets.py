@@ -92,7 +92,7 @@ FASHION_MNIST = DatasetInfo(
         "Sneaker",
         "Bag",
         "Ankle boot",
-    ),  # fmt: skip
+    ),
     image_shape=(1, 28, 28),
     mean=(0.2860,),
     std=(0.3530,),
@@ -202,9 +202,11 @@ def load_dataset(
         if x.ndim == 3:
             x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
         _cache[key] = ImageDataset(
-            torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)),
-            info, split,
-        )  # fmt: skip
+            torch.from_numpy(np.ascontiguousarray(x)),
+            torch.from_numpy(y.astype(np.int64)),
+            info,
+            split,
+        )
     return _cache[key]
 
 
@@ -215,11 +217,57 @@ def clear_cache() -> None:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
+def walk_files(folder: str | os.PathLike) -> list[Path]:
+    """Every regular file under a folder, in sorted order, skipping hidden names.
+
+    Walks with an explicit stack, so any depth works (`Path.rglob` and `os.walk` recurse in
+    Python 3.11); symlinked folders are not followed and unreadable ones are passed over, as
+    `rglob` does.
+    """
+    found: list[Path] = []
+    stack = [Path(folder)]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                listed = [e for e in entries if not e.name.startswith(".")]
+        except OSError:
+            continue
+        for entry in listed:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(current / entry.name)
+                elif entry.is_file():
+                    found.append(current / entry.name)
+            except OSError:
+                continue
+    return sorted(found)
+
+
+def _class_folders(base: Path) -> list[str]:
+    """The class subfolder names of a split folder, sorted (hidden ones skipped)."""
+    return sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _class_files(folder: Path) -> list[Path]:
+    """The image files of one class folder; an empty class folder is refused."""
+    files = [p for p in walk_files(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ConfigError(
+            f"{folder}: class folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+            "add some or remove the folder"
+        )
+    return files
+
+
 class ImageFolderDataset(Dataset):
     """A user's folder: `PATH/<class>/*.png`, or `PATH/train/<class>` and `PATH/test/<class>`.
 
     Without train/ and test/ subfolders, a seeded split holds out `test_fraction` of each class.
-    Images are decoded lazily, converted to `channels` and fitted into `image_size` squares.
+    With them, classes are matched by name: test/ uses train/'s class list (a test class that
+    train/ lacks is refused). Every image is decoded once when the dataset is built, so a bad
+    file is refused, named, before any training; later images are decoded lazily, converted to
+    `channels` and fitted into `image_size` squares.
     """
 
     in_memory = False
@@ -233,31 +281,24 @@ class ImageFolderDataset(Dataset):
         test_fraction: float = 0.2,
         seed: int = 0,
     ):
+        if not os.fspath(path).strip():
+            raise ConfigError("imagefolder: needs a path, e.g. imagefolder:data/digits")
         root = Path(path).expanduser()
         if not root.is_dir():
             raise ConfigError(f"image folder {root} not found (expected class subfolders)")
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, not {channels}")
         has_splits = (root / "train").is_dir() and (root / "test").is_dir()
-        base = root / split if has_splits else root
-        classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        class_root = root / "train" if has_splits else root
+        classes = _class_folders(class_root)
         if len(classes) < 2:
-            raise ConfigError(f"{base}: needs at least 2 class subfolders, found {len(classes)}")
-        samples: list[tuple[Path, int]] = []
-        rng = np.random.default_rng(seed)
-        for label, cls in enumerate(classes):
-            files = sorted(p for p in (base / cls).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not has_splits:
-                order = rng.permutation(len(files))
-                n_test = int(round(len(files) * test_fraction))
-                keep = order[:n_test] if split == "test" else order[n_test:]
-                files = [files[i] for i in sorted(keep)]
-            samples += [(f, label) for f in files]
-        if not samples:
-            raise ConfigError(f"{base}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-        self.samples, self.split = samples, split
-        self.image_size, self.channels = image_size, channels
-        self.targets = torch.tensor([label for _, label in samples])
+            raise ConfigError(f"{class_root}: needs at least 2 class subfolders, found {len(classes)}")
+        self.split, self.image_size, self.channels = split, image_size, channels
+        if has_splits:
+            self.samples = _split_samples(root / split, classes)
+        else:
+            self.samples = _seeded_samples(root, classes, split, test_fraction, seed)
+        self.targets = torch.tensor([label for _, label in self.samples])
         self.info = DatasetInfo(
             name=f"{IMAGEFOLDER_PREFIX}{root}",
             classes=tuple(classes),
@@ -267,6 +308,19 @@ class ImageFolderDataset(Dataset):
             style="fit",
             description=f"image folder {root}",
         )
+        self._check_images()
+
+    def _check_images(self) -> None:
+        """Decode every image once; refuse the folder, naming the first bad file, if any fails."""
+        bad = []
+        for i in range(len(self.samples)):
+            try:
+                self.load_uint8(i)
+            except DatasetFormatError as e:
+                bad.append(str(e))
+        if bad:
+            more = f" ({len(bad)} bad files in this split)" if len(bad) > 1 else ""
+            raise DatasetFormatError(f"{bad[0]}{more}; remove or replace it, then start again")
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -292,3 +346,37 @@ class ImageFolderDataset(Dataset):
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.targets, minlength=len(self.classes)).tolist()
+
+
+def _split_samples(base: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(file, label) pairs of a train/ or test/ folder, labelled by train/'s class names."""
+    for name in _class_folders(base):
+        if name not in classes:
+            raise ConfigError(
+                f"{base / name}: class {name!r} is not in {base.parent / 'train'} "
+                f"(its classes: {', '.join(classes)}); add it there or remove it here"
+            )
+    samples: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        if (base / name).is_dir():  # a test/ folder may lack some of train/'s classes
+            samples += [(f, label) for f in _class_files(base / name)]
+    if not samples:
+        raise ConfigError(f"{base}: no class subfolders with images")
+    return samples
+
+
+def _seeded_samples(
+    base: Path, classes: list[str], split: str, test_fraction: float, seed: int
+) -> list[tuple[Path, int]]:
+    """(file, label) pairs of one side of the seeded per-class split."""
+    samples: list[tuple[Path, int]] = []
+    rng = np.random.default_rng(seed)
+    for label, cls in enumerate(classes):
+        files = _class_files(base / cls)
+        order = rng.permutation(len(files))
+        n_test = int(round(len(files) * test_fraction))
+        keep = order[:n_test] if split == "test" else order[n_test:]
+        samples += [(files[i], label) for i in sorted(keep)]
+    if not samples:
+        raise ConfigError(f"{base}: no images left for the {split} split")
+    return samples

@@ -51,7 +51,11 @@ def open_image(
             raise ImageInputError(
                 f"{label}: {size} bytes, over the {MAX_FILE_BYTES} byte limit", "too_large"
             )
-        data = path.read_bytes()
+        try:  # at most one byte over the cap: a /proc file may say 0 bytes and never end
+            with path.open("rb") as f:
+                data = f.read(MAX_FILE_BYTES + 1)
+        except OSError as e:  # no permission, an I/O error (e.g. /proc/self/mem), a vanished file
+            raise ImageInputError(f"{label}: cannot read the file ({e.strerror or e})") from None
     if not data:
         raise ImageInputError(f"{label}: empty file (0 bytes)", "empty")
     if len(data) > MAX_FILE_BYTES:

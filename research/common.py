@@ -89,13 +89,13 @@ def summary(runs: list[dict]) -> dict:
 
 def report(name: str, question: str, args: argparse.Namespace, variants: dict) -> Path:
     """Print one row per variant and write OUT/NAME.json with its provenance."""
-    print(f"{'variant':36s}  n  acc mean %  min %  median s  stuck")
+    print(f"{'variant':38s}  n  acc mean %  min %  median s  stuck")
     for v, res in variants.items():
         s = res["summary"] = summary(res["runs"])
         pct = lambda x: f"{100 * x:.2f}" if x is not None else "-"  # noqa: E731
         secs = f"{s['train_s_median']:.2f}" if s["train_s_median"] is not None else "-"
         accs = f"{pct(s['acc_mean']):>11s} {pct(s['acc_min']):>6s}"
-        print(f"{v:36s} {s['n']:2d} {accs} {secs:>9s} {s['stuck']:6d}")
+        print(f"{v:38s} {s['n']:2d} {accs} {secs:>9s} {s['stuck']:6d}")
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     payload = {

@@ -64,8 +64,12 @@ def fit_one(config: cnnlab.TrainConfig) -> dict:
     return {"seed": config.seed, "test_acc": final.get("test_acc"), "train_s": seconds, "stuck": stuck}
 
 
-def interleave(variants: dict[str, Callable[[int], cnnlab.TrainConfig]], seeds: int, run=None) -> dict:
-    """Seed 0 of every variant, then seed 1, ...: machine drift hits all variants alike."""
+def interleave(
+    variants: dict[str, Callable[[int], cnnlab.TrainConfig]],
+    seeds: int,
+    run: Callable[[str, cnnlab.TrainConfig], dict] | None = None,
+) -> dict:
+    """Seed 0 of every variant, then seed 1, ...: machine drift hits all alike (run: fit_one)."""
     out = {name: {"config": dataclasses.asdict(make(0)), "runs": []} for name, make in variants.items()}
     for seed in range(seeds):
         for name, make in variants.items():

@@ -71,9 +71,13 @@ def draw_digit(
 
 
 def font_digit(
-    digit: int, size: tuple[int, int] = (200, 200), height: int = 120, at=(0.5, 0.5),
-    ink: int = 0, paper: int = 255,
-) -> Image.Image:  # fmt: skip
+    digit: int,
+    size: tuple[int, int] = (200, 200),
+    height: int = 120,
+    at=(0.5, 0.5),
+    ink: int = 0,
+    paper: int = 255,
+) -> Image.Image:
     """A digit typeset in Pillow's bundled font (no system fonts needed), centred at `at`."""
     img = Image.new("L", size, paper)
     draw = ImageDraw.Draw(img)

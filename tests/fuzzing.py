@@ -75,8 +75,23 @@ def memory_cap(extra_bytes: int):
 
 # --- byte mutators ------------------------------------------------------------------------
 
-INTERESTING_U32 = [0, 1, 2, 3, 4, 0x7F, 0x80, 0xFF, 0x100, 2**16, 2**24, 2**24 + 1, 2**31 - 1,
-                   2**31, 2**32 - 1]  # fmt: skip
+INTERESTING_U32 = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    2**16,
+    2**24,
+    2**24 + 1,
+    2**31 - 1,
+    2**31,
+    2**32 - 1,
+]
 
 
 @st.composite
@@ -93,16 +108,19 @@ def mutated(draw, base: bytes, max_ops: int = 4, hot: int = 64) -> bytes:
             data += draw(st.binary(min_size=1, max_size=8))
             continue
         pos = draw(st.one_of(st.integers(0, min(hot, n) - 1), st.integers(0, n - 1)))
-        op = draw(st.sampled_from(["flip", "set", "u32", "u64", "insert", "delete", "truncate",
-                                   "dup"]))  # fmt: skip
+        op = draw(st.sampled_from(["flip", "set", "u32", "u64", "insert", "delete", "truncate", "dup"]))
         if op == "flip":
             data[pos] ^= 1 << draw(st.integers(0, 7))
         elif op == "set":
             data[pos] = draw(st.integers(0, 255))
         elif op in ("u32", "u64"):
             width = 4 if op == "u32" else 8
-            value = draw(st.one_of(st.sampled_from(INTERESTING_U32 + [2**40, 2**63]),
-                                   st.integers(0, 2 ** (8 * width) - 1)))  # fmt: skip
+            value = draw(
+                st.one_of(
+                    st.sampled_from(INTERESTING_U32 + [2**40, 2**63]),
+                    st.integers(0, 2 ** (8 * width) - 1),
+                )
+            )
             value %= 2 ** (8 * width)
             order = draw(st.sampled_from(["big", "little"]))
             data[pos : pos + width] = value.to_bytes(width, order)
@@ -130,8 +148,10 @@ def record(target: str, outcome: str) -> None:
 
 def write_report(path: str) -> None:
     """Write the counts as JSON (conftest calls this at session end when CNNLAB_FUZZ_REPORT is set)."""
-    doc = {"examples_setting": FUZZ_EXAMPLES,
-           "targets": {t: dict(sorted(c.items())) for t, c in sorted(OUTCOMES.items())}}  # fmt: skip
+    doc = {
+        "examples_setting": FUZZ_EXAMPLES,
+        "targets": {t: dict(sorted(c.items())) for t, c in sorted(OUTCOMES.items())},
+    }
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")

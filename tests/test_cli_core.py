@@ -161,7 +161,7 @@ def test_help_never_imports_torch():
 @pytest.mark.parametrize(
     ("load", "env", "expected"),
     [
-        (0.4, {}, None),  # idle: OpenMP's spinning default (1.6-2.9x faster there, E25)
+        (0.4, {}, None),  # idle: OpenMP's spinning default (faster there: BENCHMARKS.md)
         (1.6, {}, "PASSIVE"),  # 2 cores busy: threads sleep
         (1.6, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice wins
         (1.6, {"GOMP_SPINCOUNT": "1000"}, None),

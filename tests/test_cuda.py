@@ -1,4 +1,4 @@
-"""The CUDA path (issue 7): recorded CUDA-graph steps train like eager steps; the GPU speedrun.
+"""The CUDA path: recorded CUDA-graph steps train like eager steps; the GPU speedrun.
 
 Skipped without a CUDA GPU (CI has none); run on a GPU machine with `pytest tests/test_cuda.py`.
 Tiny fake datasets, no network.

@@ -38,8 +38,9 @@ def one_thread():
 @pytest.fixture(scope="module")
 def mnist_cnn(tmp_path_factory, real_root) -> Path:
     """cnnlab's `cnn` (width 16), one epoch over the first 10,000 training images (~10 s)."""
-    return make_run(tmp_path_factory.mktemp("mnist") / "cnn", "mnist", "cnn", epochs=1, limit=10_000,
-                    root=real_root)  # fmt: skip
+    return make_run(
+        tmp_path_factory.mktemp("mnist") / "cnn", "mnist", "cnn", epochs=1, limit=10_000, root=real_root
+    )
 
 
 def photo(img: Image.Image, seed: int) -> Image.Image:
@@ -56,8 +57,10 @@ def photo(img: Image.Image, seed: int) -> Image.Image:
 def drawn_set() -> dict[str, list[tuple[Image.Image, int]]]:
     """The test images, by group."""
     places = [  # (box, pen width) in a 300x300 image: centre-large, small in a corner, off-centre
-        ((0.25, 0.1, 0.75, 0.9), 14), ((0.03, 0.05, 0.23, 0.35), 3), ((0.55, 0.45, 0.85, 0.95), 8),
-    ]  # fmt: skip
+        ((0.25, 0.1, 0.75, 0.9), 14),
+        ((0.03, 0.05, 0.23, 0.35), 3),
+        ((0.55, 0.45, 0.85, 0.95), 8),
+    ]
     groups: dict[str, list[tuple[Image.Image, int]]] = {"lines": [], "fonts": [], "photos": []}
     for d in range(10):
         for i, (box, width) in enumerate(places):
@@ -85,8 +88,10 @@ def test_drawn_digits_are_read_right(mnist_cnn):
         # typeset 1s (flag and foot) and 6s (big closed loop) are unlike MNIST's handwriting:
         # the 1-epoch cnn reads fonts 46/60 (1 -> 7, 6 -> 0), lines 120/120, photos 10/10
         assert right / len(items) >= (0.7 if group == "fonts" else 0.9), f"{group}: {right}/{len(items)}"
-    print(f"\ndrawn digits, cnn 1 epoch on 10k MNIST: {right_all}/{total} = {right_all / total:.1%} "
-          f"({', '.join(report)})")  # fmt: skip
+    print(
+        f"\ndrawn digits, cnn 1 epoch on 10k MNIST: {right_all}/{total} = {right_all / total:.1%} "
+        f"({', '.join(report)})"
+    )
     assert right_all / total >= 0.85  # measured 176/190 = 92.6 %
 
 
@@ -120,8 +125,10 @@ def test_mnist_test_set_passes_through_preprocessing(mnist_cnn, real_root):
     run = load_run(mnist_cnn)
     mlp = quick_mlp(load_dataset("mnist", "train", real_root))
     report = [f"images unchanged (+-1 grey level) {unchanged:.2%}"]
-    for name, model, (mean, std) in (("cnn", run.model, (run.mean, run.std)),
-                                     ("mlp", mlp, ((0.1307,), (0.3081,)))):  # fmt: skip
+    for name, model, (mean, std) in (
+        ("cnn", run.model, (run.mean, run.std)),
+        ("mlp", mlp, ((0.1307,), (0.3081,))),
+    ):
         with torch.no_grad():
             raw = torch.cat(
                 [model(to_model_input(b, mean, std)).argmax(1) for b in test.images.split(500)]
@@ -149,10 +156,14 @@ def test_fashion_mnist_passes_through_fit_preprocessing(real_root):
         pytest.skip(f"Fashion-MNIST not available: {e}")
     mean, std = train.info.mean, train.info.std
     images = test.images[:2000]
-    pre = torch.stack([
-        preprocess_image(x[0].numpy(), "fit", (1, 28, 28), dark_background=True, keep_steps=False).tensor
-        for x in images
-    ])  # fmt: skip
+    pre = torch.stack(
+        [
+            preprocess_image(
+                x[0].numpy(), "fit", (1, 28, 28), dark_background=True, keep_steps=False
+            ).tensor
+            for x in images
+        ]
+    )
     unchanged = (pre == images).flatten(1).all(1).float().mean().item()
     mlp = quick_mlp(train, mean=mean, std=std)
     with torch.no_grad():

@@ -78,10 +78,9 @@ def choose_omp_wait_policy() -> None:
     """Let OpenMP threads spin between ops on an idle machine and sleep on a busy one.
 
     Set before torch is imported (OpenMP reads it once); a user's own OMP_WAIT_POLICY or
-    GOMP_SPINCOUNT wins. Measured on the 2-core machine (BENCHMARKS.md, E25): on an idle
-    machine sleeping threads made the fast recipe 1.6x and an MLP 2.9x slower at 2 threads;
-    with two other busy processes, spinning threads stalled now and then for 10-60x (a thread
-    spins while the partner it waits for is descheduled), sleeping ones never did.
+    GOMP_SPINCOUNT wins. Spinning threads are faster on an idle machine; on a busy one a thread
+    spins while the partner it waits for is descheduled, and sleeping threads never stall
+    (the measurements: benchmarks/BENCHMARKS.md, research/omp_wait_policy.py).
     """
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return

@@ -36,14 +36,23 @@ def cmd_models(args) -> int:
     rows = []
     for name in list_models():
         model = get_model(name, shape, args.classes)
-        rows.append({"model": name, "parameters": count_parameters(model),
-                     "macs": count_macs(model, shape),
-                     "description": model_description(name)})  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "parameters": count_parameters(model),
+                "macs": count_macs(model, shape),
+                "description": model_description(name),
+            }
+        )
     if args.json:
         print_json({"input_shape": list(shape), "classes": args.classes, "models": rows})
         return 0
     print(f"models for input {shape} and {args.classes} classes (MACs: multiply-adds per image)")
-    print(format_table(["model", "parameters", "MACs", "description"],
-                       [[r["model"], f"{r['parameters']:,}", f"{r['macs']:,}", r["description"]]
-                        for r in rows], align="lrrl"))  # fmt: skip
+    print(
+        format_table(
+            ["model", "parameters", "MACs", "description"],
+            [[r["model"], f"{r['parameters']:,}", f"{r['macs']:,}", r["description"]] for r in rows],
+            align="lrrl",
+        )
+    )
     return 0

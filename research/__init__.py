@@ -1,0 +1,1 @@
+"""Experiments on the public API only (see benchmarks/BENCHMARKS.md, "Research scripts")."""

@@ -104,7 +104,13 @@ def split_batches(
     subset: int | None = None,
     device: str | torch.device = "cpu",
 ):
-    """Unshuffled, normalised batches of a split (the first `subset` images when given)."""
+    """Unshuffled, normalised batches of a split (the first `subset` images when given).
+
+    Batches shrink below `batch_size` for models whose activations would outgrow the budget.
+    """
+    from cnnlab.models import safe_batch_size
+
+    batch_size = safe_batch_size(run.model, run.input_shape, batch_size)
     return make_batches(ds, batch_size, run.mean, run.std, subset=subset, device=device)
 
 

@@ -73,6 +73,12 @@ class Predictor:
         # (Fashion-MNIST) are light objects on black, so photos on white get inverted.
         self.dark_background = not str(run.dataset).startswith(IMAGEFOLDER_PREFIX)
 
+    def safe_batch_size(self, wanted: int) -> int:
+        """`wanted`, or fewer images when this model's activations would outgrow the budget."""
+        from cnnlab.models import safe_batch_size
+
+        return safe_batch_size(self.model, self.input_shape, wanted)
+
     def preprocess(
         self, source: ImageSource, name: str | None = None, keep_steps: bool = False
     ) -> Preprocessed:
@@ -143,6 +149,7 @@ class Predictor:
         """
         if batch_size < 1:
             raise ConfigError(f"batch size must be >= 1, not {batch_size}")
+        batch_size = self.safe_batch_size(batch_size)
         pending: list[Preprocessed | Failure] = []
 
         def flush() -> Iterator[Prediction | Failure]:

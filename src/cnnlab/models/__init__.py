@@ -19,15 +19,18 @@ from torch import nn
 from cnnlab.errors import ConfigError, ShapeError
 from cnnlab.models._sizing import (
     MAX_ACTIVATION,
+    MAX_BATCH_ACTIVATIONS,
     MAX_CHANNELS,
     MAX_INPUT_SIDE,
     MAX_LAYERS,
     MAX_PARAMETERS,
     MAX_WIDTH,
+    activation_values,
     check_input_shape,
     check_size,
     count_macs,
     count_parameters,
+    safe_batch_size,
 )
 
 Builder = Callable[..., nn.Module]
@@ -130,6 +133,9 @@ from cnnlab.models.resnet import BasicBlock, ResNet  # noqa: E402
 
 __all__ = [
     "MAX_ACTIVATION",
+    "MAX_BATCH_ACTIVATIONS",
+    "activation_values",
+    "safe_batch_size",
     "MAX_CHANNELS",
     "MAX_INPUT_SIDE",
     "MAX_LAYERS",

@@ -59,6 +59,28 @@ def check_size(name: str, probe: nn.Module, shape: tuple[int, int, int]) -> None
         )
 
 
+# Values all layer outputs of one batch may hold when a run predicts or evaluates (512 MiB of
+# float32): a large declared input then gets small batches instead of gigabytes
+MAX_BATCH_ACTIVATIONS = 1 << 27
+
+
+def activation_values(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Values in every layer output for one image (what a forward pass holds at most)."""
+    rows = layer_shapes(model, input_shape, batch=1)
+    if rows is None:
+        rows = [
+            (layer.name, layer.output_shape) for layer in summarize(model, tuple(input_shape)).layers
+        ]
+        return sum(math.prod(out[1:]) if len(out) > 1 else 1 for _, out in rows)
+    return sum(math.prod(out[1:]) for _, out in rows)
+
+
+def safe_batch_size(model: nn.Module, input_shape: Sequence[int], wanted: int) -> int:
+    """`wanted`, or fewer images so that one batch's activations stay within the budget."""
+    per_image = max(1, activation_values(model, input_shape))
+    return max(1, min(wanted, MAX_BATCH_ACTIVATIONS // per_image))
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -61,7 +61,13 @@ def fit_one(config: cnnlab.TrainConfig) -> dict:
         final, seconds, stuck = result.final, result.train_seconds, None
     except TrainingDivergedError as e:
         final, seconds, stuck = last, last.get("seconds"), str(e)
-    return {"seed": config.seed, "test_acc": final.get("test_acc"), "train_s": seconds, "stuck": stuck}
+    return {
+        "seed": config.seed,
+        "val_acc": final.get("val_acc"),
+        "test_acc": final.get("test_acc"),
+        "train_s": seconds,
+        "stuck": stuck,
+    }
 
 
 def interleave(
@@ -78,11 +84,14 @@ def interleave(
 
 
 def summary(runs: list[dict]) -> dict:
-    """Mean and min test accuracy, median training seconds, runs stuck at chance."""
-    accs = [r["test_acc"] for r in runs if r["test_acc"] is not None]
+    """Mean and min accuracy (validation when the runs held a split out, else test), median
+    training seconds, runs stuck at chance."""
+    key = "val_acc" if any(r.get("val_acc") is not None for r in runs) else "test_acc"
+    accs = [r[key] for r in runs if r[key] is not None]
     secs = [r["train_s"] for r in runs if r["train_s"] is not None]
     mean, med = (statistics.mean(accs) if accs else None), (statistics.median(secs) if secs else None)
     return {
+        "acc_on": key.removesuffix("_acc"),
         "acc_mean": mean,
         "acc_min": min(accs, default=None),
         "train_s_median": med,

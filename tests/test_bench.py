@@ -151,6 +151,9 @@ def test_speedrun_json_has_every_field(fake_mnist, tmp_path):
     assert base["train_images"] == 600 and base["steps"] == 10  # 600 / batch 64, rounded up
     assert base["threads"] == result["threads"]  # the recipe's threads, for both
     assert result["speedup_vs_baseline"] == pytest.approx(base["train_s"] / result["train_s"]["mean"])
+    ref = result["reference"]  # the published recipe, seed for seed through the same fit
+    assert ref["recipe"] == "reference" and [r["seed"] for r in ref["seeds"]] == [0, 1]
+    assert result["speedup_vs_reference"] == pytest.approx(ref["train_s"]["mean"] / result["train_s"]["mean"])
     machine = result["machine"]
     assert set(machine) >= {
         "cpu",

@@ -267,6 +267,20 @@ RECIPES: dict[str, dict] = {
     ),
 }
 
+# The published GPU speed recipe (its net is `reference-cnn`), as published: the baseline that
+# `cnnlab bench speedrun` times in the same run as the recipes above
+RECIPES["reference"] = dict(
+    model="reference-cnn",
+    epochs=1,
+    batch_size=256,
+    lr=0.01,
+    optimizer="adam",
+    adam_betas=(0.7, 0.9),
+    cycle_momentum=False,
+    schedule="onecycle",
+    channels_last=False,
+)
+
 # Settings a resumed run may change; every other one must match the saved config.
 RESUME_MAY_CHANGE = ("epochs", "device", "threads", "data_root", "cuda_graphs")
 

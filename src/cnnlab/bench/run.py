@@ -21,12 +21,12 @@ from dataclasses import asdict
 
 import torch
 
+from cnnlab.bench.baselines import lesson_baseline, torchvision_split
 from cnnlab.errors import ConfigError
 from cnnlab.machine import load_average, machine_info
 
 Callback = Callable[[dict], None]
 
-TORCHVISION_CLASSES = {"MNIST": "MNIST", "FashionMNIST": "FashionMNIST"}
 EXCLUDED_WHAT = (
     "process start (python + import torch, cnnlab), one-off data load "
     "and verification, one short warm-up run per process (kernel "
@@ -62,91 +62,6 @@ def data_load_seconds(dataset: str, root: str | None) -> float:
     datasets.load_dataset(dataset, "train", root)
     datasets.load_dataset(dataset, "test", root)
     return time.perf_counter() - t0
-
-
-def _torchvision_split(dataset: str, train: bool, root: str | None, subset: int | None):
-    """torchvision's own dataset class over cnnlab's verified files, with ToTensor."""
-    from torch.utils.data import Subset
-    from torchvision import datasets as tv_datasets
-    from torchvision import transforms
-
-    from cnnlab.data.datasets import default_root, fetch_dataset, get_dataset_info
-
-    info = get_dataset_info(dataset)
-    if info.folder not in TORCHVISION_CLASSES:
-        raise ConfigError(f"the lesson baseline needs mnist or fashion-mnist, not {dataset!r}")
-    fetch_dataset(dataset, root)  # verified raw files under root/<folder>/raw
-    cls = getattr(tv_datasets, TORCHVISION_CLASSES[info.folder])
-    ds = cls(str(root or default_root()), train=train, transform=transforms.ToTensor(), download=False)
-    return Subset(ds, range(min(subset, len(ds)))) if subset else ds
-
-
-def _lesson_train(model, loader, epochs: int, device: str) -> tuple[int, float]:
-    """The lesson's loop, Adam lr 0.01: (steps, seconds from the first batch to the last step)."""
-    loss_fn = torch.nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    model.train()
-    steps = 0
-    t0 = time.perf_counter()
-    for _ in range(epochs):
-        for images, labels in loader:
-            images, labels = images.to(device), labels.to(device)
-            output = model(images)
-            loss = loss_fn(output, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            steps += 1
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return steps, time.perf_counter() - t0
-
-
-def lesson_baseline(
-    dataset: str = "mnist",
-    root: str | None = None,
-    epochs: int = 1,
-    seed: int = 0,
-    train_subset: int | None = None,
-    test_subset: int | None = None,
-    device: str = "cpu",
-) -> dict:
-    """The lesson's training loop as written, timed: the baseline the fast path is measured against.
-
-    torchvision's dataset + ToTensor + DataLoader(batch_size=64, shuffle=True), the lesson's
-    CNN (`lesson-cnn`), CrossEntropyLoss, Adam lr 0.01, `epochs` epochs. The time runs from the
-    first batch to the last step; the test accuracy uses batches of 1000 (the lesson's
-    per-image test loop gives the same number, slower). Threads are whatever the caller set.
-    On a GPU the usual way: the model on the device and each batch moved there with `.to()`.
-    """
-    from torch.utils.data import DataLoader
-
-    from cnnlab.data.datasets import get_dataset_info
-    from cnnlab.models import get_model
-
-    info = get_dataset_info(dataset)
-    train_set = _torchvision_split(dataset, True, root, train_subset)
-    test_set = _torchvision_split(dataset, False, root, test_subset)
-    torch.manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=64, shuffle=True)
-    model = get_model("lesson-cnn", info.image_shape, info.num_classes).to(device)
-    steps, train_s = _lesson_train(model, loader, epochs, device)
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for images, labels in DataLoader(test_set, batch_size=1000):
-            correct += int((model(images.to(device)).argmax(1).cpu() == labels).sum())
-    return {
-        "what": "the lesson's loop: torchvision dataset + ToTensor + DataLoader(batch 64, "
-        "shuffle), lesson-cnn, Adam lr 0.01",
-        "device": device,
-        "epochs": epochs,
-        "steps": steps,
-        "train_s": train_s,
-        "test_acc": correct / len(test_set),
-        "train_images": len(train_set),
-        "threads": torch.get_num_threads(),
-    }
 
 
 def _excluded_seconds(recipe: str, overrides: dict) -> dict:
@@ -217,6 +132,18 @@ def _speedrun_result(
     }
 
 
+def _reference_result(rows: list[dict]) -> dict:
+    """The published recipe's seeds, summarised like the recipe's own."""
+    return {
+        "what": "the published GPU speed recipe as published (conv24/conv32 net, Adam betas "
+        "(0.7, 0.9), one-cycle peak 0.01, batch 256, one epoch, float32 NCHW) through cnnlab's fit",
+        "recipe": "reference",
+        "seeds": rows,
+        "train_s": stats([r["train_s"] for r in rows]),
+        "test_acc": stats([r["test_acc"] for r in rows]),
+    }
+
+
 def speedrun(
     seeds: int = 5,
     target: float = 0.99,
@@ -228,6 +155,7 @@ def speedrun(
     train_subset: int | None = None,
     test_subset: int | None = None,
     baseline: bool = True,
+    reference: bool = True,
     callback: Callback | None = None,
 ) -> dict:
     """Train `recipe` once per seed (0..seeds-1); time it, test it, compare with the lesson's loop.
@@ -241,6 +169,8 @@ def speedrun(
         threads: CPU threads for both the recipe and the baseline (default: the recipe's).
         train_subset, test_subset: first N images only (tests; the figures need the full sets).
         baseline: also time one epoch of the lesson's loop with the same threads.
+        reference: also train the published speed recipe (`reference`) per seed, interleaved
+            with `recipe`'s seeds and timed the same way.
         callback: gets every fit event, plus {"event": "seed_end", ...} and
             {"event": "baseline_start"}.
 
@@ -259,12 +189,19 @@ def speedrun(
         overrides["bf16"] = True  # tensor cores; fit falls back to fp32 where unsupported
     load_before = load_average()
     excluded = _excluded_seconds(recipe, overrides)
-    rows, config = [], None
+    if reference:
+        _excluded_seconds("reference", overrides)  # its own layer shapes' kernels, untimed
+    rows, ref_rows, config = [], [], None
     for seed in range(seeds):
         row, config = _timed_seed(recipe, seed, overrides, callback)
         rows.append(row)
         emit({"event": "seed_end", **row, "seeds": seeds})
+        if reference:
+            ref_rows.append(_timed_seed("reference", seed, overrides, None)[0])
     out = _speedrun_result(recipe, device, target, rows, config, excluded)
+    if reference:
+        out["reference"] = _reference_result(ref_rows)
+        out["speedup_vs_reference"] = out["reference"]["train_s"]["mean"] / out["train_s"]["mean"]
     out["load_average_before"] = load_before
     if baseline:
         emit({"event": "baseline_start"})
@@ -326,7 +263,7 @@ def _batches_benchmark(
     n = len(ds) if max_batches is None else min(len(ds), max_batches * batch_size)
     fast = InMemoryBatches(ds.images, ds.targets, batch_size, info.mean, info.std, shuffle=True)
     fast_s, fast_n = _epoch_seconds(fast, n)
-    tv = _torchvision_split(dataset, True, data_root, None)
+    tv = torchvision_split(dataset, True, data_root, None)
     tv.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
     slow_s, slow_n = _epoch_seconds(DataLoader(tv, batch_size=batch_size, shuffle=True), n)
     fast_ips, slow_ips = fast_n / fast_s, slow_n / slow_s

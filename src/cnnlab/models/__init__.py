@@ -129,6 +129,7 @@ from cnnlab.models.lesson import LeNet5, LessonCNN  # noqa: E402
 from cnnlab.models.cnn import SmallCNN, conv_bn  # noqa: E402
 from cnnlab.models.fast import FastCNN  # noqa: E402
 from cnnlab.models.resnet import BasicBlock, ResNet  # noqa: E402
+from cnnlab.models.reference import ReferenceCNN  # noqa: E402
 # isort: on
 
 __all__ = [
@@ -148,6 +149,7 @@ __all__ = [
     "LessonCNN",
     "MLP",
     "ResNet",
+    "ReferenceCNN",
     "SmallCNN",
     "conv_bn",
     "count_macs",

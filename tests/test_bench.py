@@ -279,3 +279,16 @@ def test_fast_recipe_reaches_99_percent_on_real_mnist(real_root):
     result = fit(make_config("fast", device="cpu", seed=0))
     assert result.final["test_acc"] >= 0.989
     assert len(result.metrics) == 1
+
+
+@pytest.mark.slow
+def test_speedrun_times_the_whole_commands(real_root):
+    """`commands`: what the user waits for (fresh processes), beside the training seconds."""
+    result = bench.speedrun(
+        seeds=1, train_subset=2048, test_subset=500, threads=1, baseline=False, reference=False, commands=1
+    )
+    timed = result["commands"]
+    for key in ("import_torch_s", "train_command_s", "train_command_training_s", "predict_command_s"):
+        assert set(timed[key]) == STATS and timed[key]["min"] > 0, key
+    # the command includes Python, torch and the data load on top of its own training seconds
+    assert timed["train_command_s"]["mean"] > timed["train_command_training_s"]["mean"]

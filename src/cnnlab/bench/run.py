@@ -156,6 +156,7 @@ def speedrun(
     test_subset: int | None = None,
     baseline: bool = True,
     reference: bool = True,
+    commands: int = 0,
     callback: Callback | None = None,
 ) -> dict:
     """Train `recipe` once per seed (0..seeds-1); time it, test it, compare with the lesson's loop.
@@ -171,6 +172,8 @@ def speedrun(
         baseline: also time one epoch of the lesson's loop with the same threads.
         reference: also train the published speed recipe (`reference`) per seed, interleaved
             with `recipe`'s seeds and timed the same way.
+        commands: also time the whole `cnnlab train` and `cnnlab predict` commands this many
+            times each, beside `import torch` (0: not).
         callback: gets every fit event, plus {"event": "seed_end", ...} and
             {"event": "baseline_start"}.
 
@@ -211,8 +214,33 @@ def speedrun(
         )
         out["baseline"] = base
         out["speedup_vs_baseline"] = base["train_s"] / out["train_s"]["mean"]
+    if commands:
+        emit({"event": "commands_start"})
+        out["commands"] = _command_result(recipe, overrides, commands)
     out["load_average_after"] = load_average()
     return out
+
+
+def _command_result(recipe: str, overrides: dict, runs: int) -> dict:
+    """Whole-command wall times (statistics per command) for the speedrun's settings."""
+    from cnnlab.bench.commands import command_seconds
+
+    names = {"device": "--device", "threads": "--threads", "data_root": "--root"}
+    names.update(train_subset="--train-subset", test_subset="--test-subset", dataset="--dataset")
+    flags = [
+        arg
+        for key, flag in names.items()
+        if overrides.get(key) is not None
+        for arg in (flag, str(overrides[key]))
+    ]
+    timings = command_seconds(recipe, flags, runs)
+    return {
+        "what": "wall seconds from launch to exit of fresh processes: python -c 'import torch', "
+        f"cnnlab train --recipe {recipe} (and the training seconds it reported), "
+        "cnnlab predict RUN one.png",
+        "runs": runs,
+        **{key: stats(values) for key, values in timings.items()},
+    }
 
 
 def batches_benchmark(

@@ -153,6 +153,7 @@ def test_speedrun_json_has_every_field(fake_mnist, tmp_path):
     assert result["speedup_vs_baseline"] == pytest.approx(base["train_s"] / result["train_s"]["mean"])
     ref = result["reference"]  # the published recipe, seed for seed through the same fit
     assert ref["recipe"] == "reference" and [r["seed"] for r in ref["seeds"]] == [0, 1]
+    assert 0 < result["roofline"]["fraction_of_gemm"] and result["roofline"]["gemm_gmacs_per_s"] > 0
     assert result["speedup_vs_reference"] == pytest.approx(ref["train_s"]["mean"] / result["train_s"]["mean"])
     machine = result["machine"]
     assert set(machine) >= {

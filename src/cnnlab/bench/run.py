@@ -132,6 +132,20 @@ def _speedrun_result(
     }
 
 
+def _roofline(config, train_seconds: float) -> dict:
+    """The recipe's epoch against the cores' GEMM rate (see bench/roofline.py)."""
+    from cnnlab.bench.roofline import roofline
+    from cnnlab.data.factory import load_batches
+    from cnnlab.models import count_macs, get_model
+
+    splits = load_batches(config, torch.device("cpu"))
+    model = get_model(
+        config.model, splits.info.image_shape, splits.info.num_classes, **config.model_kwargs
+    )
+    macs = count_macs(model, splits.info.image_shape)
+    return roofline(macs, splits.train.num_samples, train_seconds, config.epochs)
+
+
 def _reference_result(rows: list[dict]) -> dict:
     """The published recipe's seeds, summarised like the recipe's own."""
     return {
@@ -202,6 +216,8 @@ def speedrun(
         if reference:
             ref_rows.append(_timed_seed("reference", seed, overrides, None)[0])
     out = _speedrun_result(recipe, device, target, rows, config, excluded)
+    if device == "cpu":
+        out["roofline"] = _roofline(config, out["train_s"]["median"])
     if reference:
         out["reference"] = _reference_result(ref_rows)
         out["speedup_vs_reference"] = out["reference"]["train_s"]["mean"] / out["train_s"]["mean"]

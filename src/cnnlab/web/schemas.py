@@ -67,3 +67,32 @@ class ErrorBody(BaseModel):
     """Every error: a 4xx status and one line saying what was wrong and how to fix it."""
 
     error: str
+
+
+class RunEntry(BaseModel):
+    """One run folder a server offers, as its files describe it."""
+
+    name: str = Field(description="its name for ?run=, e.g. 'demo/cnn'")
+    model: str | None
+    dataset: str | None
+    test_accuracy: float | None
+    epochs: int | None
+    parameters: int | None = Field(description="numbers in its weights (BatchNorm statistics excluded)")
+    recipe: str | None = None
+    error: str | None = Field(description="why its files cannot be read, else null")
+
+
+class RunList(BaseModel):
+    """What `GET /api/runs` answers."""
+
+    runs: list[RunEntry]
+    default: str = Field(description="the run used when a request names none")
+
+
+class ShiftTest(BaseModel):
+    """What `GET /api/shift-test` answers."""
+
+    run: str
+    n: int = Field(description="test images measured")
+    shifts: list[int] = Field(description="pixels moved right and down")
+    accuracy: list[float] = Field(description="accuracy at each shift")

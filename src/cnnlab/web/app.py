@@ -60,7 +60,7 @@ def create_app(
         CheckpointError: the default run cannot be loaded.
         ConfigError: no run to serve, or a bad limit.
     """
-    from cnnlab.web import routes_pages, routes_predict, routes_runs, setup
+    from cnnlab.web import routes_pages, routes_predict, routes_runs, routes_shapes, setup
     from cnnlab.web.deps import Settings
     from cnnlab.web.run_registry import RunRegistry
 
@@ -75,6 +75,6 @@ def create_app(
     )
     setup.add_middleware(app, max_body_bytes, body_read_timeout_s, allowed_hosts, any_ip_host)
     setup.add_error_handlers(app)
-    for router in (routes_runs.router, routes_predict.router, routes_pages.router):
-        app.include_router(router)
+    for router in (routes_runs, routes_predict, routes_shapes, routes_pages):
+        app.include_router(router.router)
     return app

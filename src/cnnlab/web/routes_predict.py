@@ -3,16 +3,17 @@ changes. Each takes `?run=NAME` (GET /api/runs lists them) and the same request 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 
 from cnnlab.data.images import open_image
-from cnnlab.web.deps import LimiterDep, RunDep, SettingsDep, Transform, TransformDep
+from cnnlab.errors import ConfigError
+from cnnlab.web.deps import LimiterDep, RegistryDep, RunDep, SettingsDep, Transform, TransformDep
 from cnnlab.web.errors import ERRORS
 from cnnlab.web.payload import REQUEST_BODY, feature_map_urls, prediction_json, read_image_bytes
 from cnnlab.web.run_registry import LoadedRun
-from cnnlab.web.schemas import ExplainResponse, PredictResponse
+from cnnlab.web.schemas import AdversarialResponse, ExplainResponse, PredictResponse
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 TOP_QUERY = Query(3, ge=1, le=1000, description="classes in `top`")
@@ -114,5 +115,78 @@ async def explain(
     def work() -> dict:
         pred = predict_one(loaded, data, name, settings.max_pixels, move)
         return explain_first_or_pools(loaded, pred, layers, top)
+
+    return await limiter.run(work)
+
+
+def nudge_dict(loaded: LoadedRun, others: list[LoadedRun], pred) -> dict:
+    """The smallest L-infinity nudge of a prediction's input, and each run's reading of it."""
+    import torch
+
+    from cnnlab.robustness import smallest_linf_nudge
+    from cnnlab.web.payload import input_data_url
+
+    p = loaded.predictor
+    x01 = pred.input.float()[None] / 255
+    label = torch.tensor([p.classes.index(pred.label)])
+    nudge = smallest_linf_nudge(p.model, x01, label, p.mean, p.std)
+    image = nudge.images[0]
+    readings = {}
+    for other in [loaded, *others]:
+        q = other.predictor
+        with torch.inference_mode():
+            logits = q.model(((image[None] - _col(q.mean)) / _col(q.std)).float())
+        probs = torch.softmax(logits, 1)[0]
+        readings[other.name] = {
+            "label": q.classes[int(probs.argmax())],
+            "probability": float(probs.max()),
+            "probabilities": dict(zip(q.classes, probs.tolist(), strict=True)),
+        }
+    return {
+        "run": loaded.name,
+        "label": pred.label,
+        "adversarial_label": p.classes[int(nudge.labels[0])],
+        "found": bool(nudge.found[0]),
+        "linf": float(nudge.linf[0]),
+        "l2": float(nudge.l2[0]),
+        "input": input_data_url(pred.input),
+        "image": input_data_url((image * 255).round().clamp(0, 255).to(torch.uint8)),
+        "readings": readings,
+    }
+
+
+def _col(values):
+    import torch
+
+    return torch.tensor(values).reshape(1, -1, 1, 1)
+
+
+@router.post(
+    "/adversarial",
+    response_model=AdversarialResponse,
+    openapi_extra={"requestBody": REQUEST_BODY},
+    summary="The smallest nudge that changes the answer",
+)
+async def adversarial(
+    request: Request,
+    *,
+    compare: Annotated[list[str], Query(description="other runs that read the nudged image too")] = (),
+    loaded: RunDep,
+    move: TransformDep,
+    registry: RegistryDep,
+    limiter: LimiterDep,
+    settings: SettingsDep,
+) -> dict:
+    """Preprocess as /api/predict does, then search (PGD, bisection over the size) the smallest
+    L-infinity change of the [0, 1] model input that makes the run answer something else;
+    sizes are in units of that image. `compare` runs read the nudged image too."""
+    data, name = await read_image_bytes(request)
+    if len(compare) > 4:
+        raise ConfigError(f"compare takes at most 4 runs, not {len(compare)}")
+
+    def work() -> dict:
+        others = [registry.get(c) for c in compare if c != loaded.name]
+        pred = predict_one(loaded, data, name, settings.max_pixels, move)
+        return nudge_dict(loaded, others, pred)
 
     return await limiter.run(work)

@@ -96,3 +96,25 @@ class ShiftTest(BaseModel):
     n: int = Field(description="test images measured")
     shifts: list[int] = Field(description="pixels moved right and down")
     accuracy: list[float] = Field(description="accuracy at each shift")
+
+
+class Reading(BaseModel):
+    """One run's answer for an image."""
+
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class AdversarialResponse(BaseModel):
+    """What `POST /api/adversarial` answers."""
+
+    run: str
+    label: str = Field(description="the run's answer for the image")
+    adversarial_label: str = Field(description="its answer for the nudged image")
+    found: bool = Field(description="whether any change of size <= 1 changed the answer")
+    linf: float = Field(description="largest pixel change, in units of the [0, 1] image")
+    l2: float = Field(description="Euclidean length of the change, same units")
+    input: str = Field(description="the model input before the nudge (PNG data URL)")
+    image: str = Field(description="the nudged input (PNG data URL, 8-bit)")
+    readings: dict[str, Reading] = Field(description="each run's reading of the nudged image")

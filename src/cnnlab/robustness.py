@@ -158,7 +158,7 @@ def smallest_linf_nudge(
         raise ConfigError(f"steps and bisections must be >= 1, not {steps} and {bisections}")
     if x01.numel() and (float(x01.min()) < 0 or float(x01.max()) > 1):
         raise ConfigError("images must be in [0, 1] (uint8 / 255)")
-    x = x01.detach().float()
+    x, labels = x01.detach().float().clone(), labels.clone()  # never inference-mode tensors
     lo, hi = torch.zeros(len(x)), torch.ones(len(x))
     best = _pgd(model, x, labels, hi, mean, std, steps)
     found = _answers(model, best, mean, std) != labels

@@ -1,6 +1,6 @@
 """The lab: a FastAPI app serving many run folders, its REST API and the pages that use it.
 
-    GET  /, /network, /shapes  the pages (static/: plain HTML, CSS and JS modules, no CDN)
+    GET  /, /shapes            the pages (static/: plain HTML, CSS and JS modules, no CDN)
     GET  /api/runs             the runs offered;  GET /api/model?run=  one run's card
     POST /api/predict?run=     image -> probabilities and the 28x28 input (moved, turned, zoomed)
     POST /api/explain?run=     image -> the prediction and feature maps

@@ -1,4 +1,4 @@
-"""The pages (Draw, Network, Shapes) and their static files: a fixed set read from the package
+"""The pages (Draw, Shapes) and their static files: a fixed set read from the package
 folder at start-up, so no request path ever reaches the file system."""
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from cnnlab.web.deps import SettingsDep
 # name -> media type; every file the pages load
 STATIC_FILES = {
     "index.html": "text/html",
-    "network.html": "text/html",
     "shapes.html": "text/html",
     "common.js": "text/javascript",
     "app.js": "text/javascript",
-    "network.js": "text/javascript",
     "shapes.js": "text/javascript",
     "style.css": "text/css",
 }
-PAGES = {"/": "index.html", "/network": "network.html", "/shapes": "shapes.html"}
+PAGES = {"/": "index.html", "/shapes": "shapes.html"}
 
 router = APIRouter(include_in_schema=False)
 

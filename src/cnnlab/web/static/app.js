@@ -235,7 +235,7 @@ function showMaps(x) {
   const [c, h, w] = layer.shape;
   $("h-maps").textContent = `First convolution layer of ${mapsRun()}`;
   $("layer").textContent = `${layer.name}: ${layer.description}, ${c} maps of ${w}×${h}. ` +
-    "Bright where the filter found its pattern. The Network page shows every layer.";
+    "Bright where the filter found its pattern.";
   box.style.gridTemplateColumns = `repeat(${mapColumns(c, box.clientWidth)}, minmax(0, 1fr))`;
   layer.maps.forEach((src, i) => {
     const fig = document.createElement("figure");

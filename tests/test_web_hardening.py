@@ -21,7 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
-import cnnlab.web.app as web_app
+import cnnlab.web.routes_predict as web_app
 from cnnlab.data.images import MAX_PIXELS, open_image
 from cnnlab.errors import ConfigError
 from cnnlab.web.app import create_app

@@ -1,4 +1,5 @@
-"""`cnnlab serve [RUN]`: the draw-a-digit web app and its REST API (FastAPI + uvicorn)."""
+"""`cnnlab serve [RUN ...] [--runs DIR]`: the lab (Draw, Network, Shapes pages) and its REST API
+(FastAPI + uvicorn), over every run folder given and every one under DIR."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_RUN = Path("runs/demo/cnn")  # the CNN run that `cnnlab demo` (`make demo`) writes
+DEFAULT_RUNS_DIR = Path("runs")
 KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this: idle sockets cost the server
 
 
@@ -14,17 +16,33 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "serve",
         parents=[common],
-        help="the draw-a-digit web app and REST API",
-        description="Serve a page where you draw a digit and watch the prediction, the 28x28 "
-        "input the model sees and the first conv layer's feature maps change as you draw; and "
-        "a REST API (POST /api/predict, POST /api/explain, GET /api/model; OpenAPI at /docs). "
-        "Listens on loopback only unless --host says otherwise.",
+        help="the lab: draw a digit for several models, every layer, shapes; and the REST API",
+        description="Serve the lab: draw a digit and watch two of your runs (an MLP and a CNN) "
+        "read it side by side, move or turn it, nudge it until they answer something else "
+        "(Draw, /); every layer of a run (Network, /network); the conv/pool shape formula "
+        "(Shapes, /shapes); and the REST API (GET /api/runs, POST /api/predict?run=NAME, ...; "
+        "OpenAPI at /docs). Listens on loopback only unless --host says otherwise.",
     )
     p.add_argument(
         "run",
-        nargs="?",
+        nargs="*",
         metavar="RUN",
-        help=f"run folder (default: {DEFAULT_RUN}, written by `make demo`)",
+        help=f"run folders to serve; the first is the default run (default: {DEFAULT_RUN}, "
+        "written by `make demo`, or the first run under --runs)",
+    )
+    p.add_argument(
+        "--runs",
+        metavar="DIR",
+        default=None,
+        help=f"also serve every run folder under DIR, named by its path in DIR, e.g. demo/cnn "
+        f"(default: {DEFAULT_RUNS_DIR}/ when it exists)",
+    )
+    p.add_argument(
+        "--cache",
+        type=int,
+        default=4,
+        metavar="N",
+        help="runs kept loaded in memory at once; others load on use (default: 4)",
     )
     p.add_argument(
         "--host",
@@ -62,24 +80,27 @@ def cmd_serve(args) -> int:
     from cnnlab.web.app import create_app
     from cnnlab.web.middleware import hosts_for_bind
 
-    run = Path(args.run) if args.run else DEFAULT_RUN
-    if args.run is None and not run.is_dir():
-        raise ConfigError(
-            f"no RUN given and no {DEFAULT_RUN} here: make one with `make demo`, or train one "
-            "with `cnnlab train --model cnn --out runs/mine` and run `cnnlab serve runs/mine`"
-        )
+    runs, runs_dir = _runs(args)
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be 0..65535, not {args.port}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, not {args.threads}")
     torch.set_num_threads(args.threads)
     hosts, any_ip = hosts_for_bind(args.host, args.allow_host)
-    app = create_app(run, allowed_hosts=hosts, any_ip_host=any_ip)
+    app = create_app(
+        runs, runs_dir=runs_dir, cache_size=args.cache, allowed_hosts=hosts, any_ip_host=any_ip
+    )
+    run = app.state.registry.default
 
     sock = _listen(args.host, args.port, socket)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"cnnlab: serving {run} on http://{shown}:{port}/  (API: /docs; Ctrl-C stops)", flush=True)
+    count = len(app.state.registry.names())
+    print(
+        f"cnnlab: serving {count} run{'s' * (count != 1)} (default {run}) on http://{shown}:{port}/  "
+        "(API: /docs; Ctrl-C stops)",
+        flush=True,
+    )
     if not _is_loopback(host):
         print(
             f"cnnlab: warning: listening on {host}: other machines can reach this server",
@@ -95,6 +116,28 @@ def cmd_serve(args) -> int:
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _runs(args) -> tuple[list[Path], Path | None]:
+    """The RUN folders and the runs folder to serve; ConfigError when there is nothing."""
+    from cnnlab.errors import ConfigError
+
+    runs = [Path(r) for r in args.run]
+    runs_dir = (
+        Path(args.runs) if args.runs else (DEFAULT_RUNS_DIR if DEFAULT_RUNS_DIR.is_dir() else None)
+    )
+    if args.runs and not runs_dir.is_dir():
+        raise ConfigError(f"--runs {args.runs}: no such folder; give a folder holding run folders")
+    if args.cache < 1:
+        raise ConfigError(f"--cache must be >= 1, not {args.cache}")
+    if not runs and runs_dir is None:
+        if not DEFAULT_RUN.is_dir():
+            raise ConfigError(
+                f"no RUN given and no {DEFAULT_RUN} here: make one with `make demo`, or train one "
+                "with `cnnlab train --model cnn --out runs/mine` and run `cnnlab serve runs/mine`"
+            )
+        runs = [DEFAULT_RUN]
+    return runs, runs_dir
 
 
 def _listen(host: str, port: int, socket):

@@ -148,3 +148,18 @@ def feature_map_urls(maps: torch.Tensor) -> tuple[list[str], tuple[float, float]
     scaled = (maps - lo) / (hi - lo) if hi > lo else torch.zeros_like(maps)
     grey = (scaled * 255).round().clamp(0, 255).to(torch.uint8).numpy()  # (C, h, w)
     return [png_data_url(m) for m in grey], (lo, hi)
+
+
+def prediction_json(pred, classes: tuple[str, ...], top: int) -> dict:
+    """A `predict.Prediction` (made with every class in `top`) as the API's JSON."""
+    probabilities = dict(pred.top)
+    pre = pred.preprocessed
+    return {
+        "label": pred.label,
+        "probability": pred.probability,
+        "top": [{"class": c, "probability": p} for c, p in pred.top[:top]],
+        "probabilities": {c: probabilities[c] for c in classes},
+        "input": input_data_url(pred.input),
+        "inverted": bool(pre.inverted) if pre else False,
+        "thickened": int(pre.thickened) if pre else 0,
+    }

@@ -67,3 +67,54 @@ class ErrorBody(BaseModel):
     """Every error: a 4xx status and one line saying what was wrong and how to fix it."""
 
     error: str
+
+
+class RunEntry(BaseModel):
+    """One run folder a server offers, as its files describe it."""
+
+    name: str = Field(description="its name for ?run=, e.g. 'demo/cnn'")
+    model: str | None
+    dataset: str | None
+    test_accuracy: float | None
+    epochs: int | None
+    parameters: int | None = Field(description="numbers in its weights (BatchNorm statistics excluded)")
+    recipe: str | None = None
+    error: str | None = Field(description="why its files cannot be read, else null")
+
+
+class RunList(BaseModel):
+    """What `GET /api/runs` answers."""
+
+    runs: list[RunEntry]
+    default: str = Field(description="the run used when a request names none")
+
+
+class ShiftTest(BaseModel):
+    """What `GET /api/shift-test` answers."""
+
+    run: str
+    n: int = Field(description="test images measured")
+    shifts: list[int] = Field(description="pixels moved right and down")
+    accuracy: list[float] = Field(description="accuracy at each shift")
+
+
+class Reading(BaseModel):
+    """One run's answer for an image."""
+
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+class AdversarialResponse(BaseModel):
+    """What `POST /api/adversarial` answers."""
+
+    run: str
+    label: str = Field(description="the run's answer for the image")
+    adversarial_label: str = Field(description="its answer for the nudged image")
+    found: bool = Field(description="whether any change of size <= 1 changed the answer")
+    linf: float = Field(description="largest pixel change, in units of the [0, 1] image")
+    l2: float = Field(description="Euclidean length of the change, same units")
+    input: str = Field(description="the model input before the nudge (PNG data URL)")
+    image: str = Field(description="the nudged input (PNG data URL, 8-bit)")
+    readings: dict[str, Reading] = Field(description="each run's reading of the nudged image")

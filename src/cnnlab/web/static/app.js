@@ -1,5 +1,6 @@
-// cnnlab draw-a-digit page: draw on the pad, and the prediction, the 28x28 input the model saw
-// and the first conv layer's feature maps follow as you draw. Plain script, no build step.
+// cnnlab Draw page: one pad, two runs reading it side by side (probabilities and the 28x28 input
+// each sees), sliders that move the digit after preprocessing, the measured shift test and the
+// nudge. Plain script, no build step; common.js has the request helpers.
 "use strict";
 
 const STROKE = 1 / 14;     // pen width as a fraction of the pad: 20 px on 280, ~2 px once the
@@ -8,7 +9,7 @@ const THROTTLE_MS = 120;   // at most one request per this while drawing...
 const PAPER = "#ffffff";   // ...and at most one in flight; the last drawing always gets sent
 const INK = "#000000";
 
-const $ = (id) => document.getElementById(id);
+const $ = lab.$;
 const pad = $("pad");
 const ctx = pad.getContext("2d");
 
@@ -17,7 +18,7 @@ const state = {
   current: null,      // the stroke being drawn
   pointer: null,      // its pointerId
   upload: null,       // {file, bitmap}: an uploaded image, under the strokes
-  classes: [],
+  classes: [], runs: [],
   timer: null, inFlight: false, dirty: false, generation: 0, updates: 0,
 };
 
@@ -136,26 +137,15 @@ function body() {
   return JSON.stringify({ image: pad.toDataURL("image/png") });
 }
 
-async function post(path, payload) {
-  const headers = typeof payload === "string" ? { "Content-Type": "application/json" } : {};
-  let res;
-  try {
-    res = await fetch(path, { method: "POST", headers, body: payload });
-  } catch (err) {
-    throw new Error(`cannot reach the server (${err.message}); is cnnlab serve still running?`);
-  }
-  let data = null;
-  try { data = await res.json(); } catch (_) { /* not JSON: reported below */ }
-  if (!res.ok) {
-    const why = data && data.error ? data.error : `${res.status} ${res.statusText}`;
-    throw new Error(`server answered ${res.status}: ${why}`);
-  }
-  if (!data) throw new Error(`server answered ${res.status} without JSON`);
-  return data;
-}
+const MOVES = ["dx", "dy", "rotate", "scale"];
+function moveQuery() { return MOVES.map((k) => `${k}=${encodeURIComponent($(k).value)}`).join("&"); }
+function runA() { return $("run-a").value; }
+function runB() { return $("run-b").value; }
+function twoRuns() { return runB() && runB() !== runA(); }
+function mapsRun() { return twoRuns() ? runB() : runA(); }   // the CNN, when A is the MLP
 
-// At most one request pair in flight and one per THROTTLE_MS; whatever was drawn meanwhile is
-// sent when the pair returns, so the last drawing always gets an answer.
+// At most one round of requests in flight and one per THROTTLE_MS; whatever was drawn meanwhile
+// is sent when the round returns, so the last drawing always gets an answer.
 function requestUpdate() {
   state.dirty = true;
   if (!state.timer) state.timer = setTimeout(flush, THROTTLE_MS);
@@ -168,22 +158,25 @@ async function flush() {
   if (isBlank()) { state.generation += 1; showBlank(); return; }   // answers in flight are stale
   state.inFlight = true;
   const generation = ++state.generation;
+  const fresh = (fn) => (x) => { if (generation === state.generation) fn(x); };
   const payload = body();
+  const q = moveQuery();
   try {
-    const predict = post("/api/predict?top=3", payload).then((p) => {
-      if (generation === state.generation) showPrediction(p);
-    });
-    const explain = post("/api/explain?layers=first", payload).then((x) => {
-      if (generation === state.generation) showMaps(x);
-    });
-    await Promise.all([predict, explain]);
+    const jobs = [
+      lab.post(`/api/predict?top=3&${lab.runQuery(runA())}&${q}`, payload).then(fresh((p) => showPrediction(p, ""))),
+      lab.post(`/api/explain?layers=first&${lab.runQuery(mapsRun())}&${q}`, payload).then(fresh(showMaps)),
+    ];
+    if (twoRuns()) {
+      jobs.push(lab.post(`/api/predict?top=3&${lab.runQuery(runB())}&${q}`, payload).then(fresh((p) => showPrediction(p, "-b"))));
+    }
+    await Promise.all(jobs);
     if (generation === state.generation) {
-      hideError();
+      lab.hideError();
       state.updates += 1;
       document.body.dataset.updates = String(state.updates);
     }
   } catch (err) {
-    if (generation === state.generation) showError(err.message);
+    if (generation === state.generation) lab.showError(err.message);
   } finally {
     state.inFlight = false;
     if (state.dirty) requestUpdate();
@@ -192,10 +185,10 @@ async function flush() {
 
 // --------------------------------------------------------------------------- showing results
 
-function pct(p) { return p >= 0.995 ? `${(100 * p).toFixed(0)}%` : `${(100 * p).toFixed(1)}%`; }
+const pct = lab.pct;
 
-function buildBars(classes) {
-  const ol = $("bars");
+function buildBars(id, classes) {
+  const ol = $(id);
   ol.textContent = "";
   for (const c of classes) {
     const li = document.createElement("li");
@@ -208,26 +201,30 @@ function buildBars(classes) {
   }
 }
 
-function showPrediction(p) {
-  $("label").textContent = p.label;
-  $("mini").innerHTML = "";
-  const b = document.createElement("b");
-  b.textContent = p.label;
-  $("mini").append(b, ` ${pct(p.probability)}`);
-  $("confidence").textContent = `${pct(p.probability)} sure`;
-  for (const li of $("bars").children) {
+function showPrediction(p, suffix) {
+  $(`label${suffix}`).textContent = p.label;
+  $(`confidence${suffix}`).textContent = `${pct(p.probability)} sure`;
+  if (!suffix) {
+    $("mini").textContent = "";
+    const b = document.createElement("b");
+    b.textContent = p.label;
+    $("mini").append(b, ` ${pct(p.probability)}`);
+  }
+  for (const li of $(`bars${suffix}`).children) {
     const prob = p.probabilities[li.dataset.cls] || 0;
     li.querySelector(".fill").style.width = `${(100 * prob).toFixed(1)}%`;
     li.querySelector(".pct").textContent = pct(prob);
     li.classList.toggle("win", li.dataset.cls === p.label);
   }
-  const img = $("input");
+  const img = $(`input${suffix}`);
   img.src = p.input; img.hidden = false;
-  $("input-empty").hidden = true;
-  const notes = ["Cropped to the ink, scaled into 20×20 and centred by mass in 28×28, as MNIST was made."];
-  if (p.inverted) notes.unshift("Dark ink on light paper, so inverted: MNIST is white on black.");
-  if (p.thickened) notes.push("Thin strokes were thickened first.");
-  $("input-note").textContent = notes.join(" ");
+  $(`input-empty${suffix}`).hidden = true;
+  if (!suffix) {
+    const notes = ["The 28×28 input it sees: cropped, scaled into 20×20 and centred by mass, as MNIST was made."];
+    if (p.inverted) notes.unshift("Dark ink on light paper, so inverted: MNIST is white on black.");
+    if (p.thickened) notes.push("Thin strokes were thickened first.");
+    $("input-note").textContent = notes.join(" ");
+  }
 }
 
 function showMaps(x) {
@@ -236,8 +233,9 @@ function showMaps(x) {
   if (!x.layers.length) { $("layer").textContent = x.note || "no convolution layers"; return; }
   const layer = x.layers[0];
   const [c, h, w] = layer.shape;
+  $("h-maps").textContent = `First convolution layer of ${mapsRun()}`;
   $("layer").textContent = `${layer.name}: ${layer.description}, ${c} maps of ${w}×${h}. ` +
-    "Bright where the filter found its pattern (one brightness scale for the layer).";
+    "Bright where the filter found its pattern.";
   box.style.gridTemplateColumns = `repeat(${mapColumns(c, box.clientWidth)}, minmax(0, 1fr))`;
   layer.maps.forEach((src, i) => {
     const fig = document.createElement("figure");
@@ -250,8 +248,7 @@ function showMaps(x) {
   });
 }
 
-// Columns for `n` maps that fill whole rows (16 maps: 8 on a wide panel, 4 on a phone), each
-// map at least 44 CSS px wide.
+// Columns for `n` maps that fill whole rows, each map at least 44 CSS px wide.
 function mapColumns(n, width) {
   const most = Math.max(1, Math.min(n, Math.floor((width + 6) / 50)));
   for (let k = most; k >= Math.ceil(most / 2); k--) if (n % k === 0) return k;
@@ -259,42 +256,135 @@ function mapColumns(n, width) {
 }
 
 function showBlank() {
-  hideError();
-  $("label").textContent = "?";
-  $("confidence").textContent = "draw a digit";
-  $("mini").textContent = "";
-  for (const li of $("bars").children) {
-    li.querySelector(".fill").style.width = "0";
-    li.querySelector(".pct").textContent = "–";
-    li.classList.remove("win");
+  lab.hideError();
+  for (const suffix of ["", "-b"]) {
+    $(`label${suffix}`).textContent = "?";
+    $(`confidence${suffix}`).textContent = "draw a digit";
+    for (const li of $(`bars${suffix}`).children) {
+      li.querySelector(".fill").style.width = "0";
+      li.querySelector(".pct").textContent = "–";
+      li.classList.remove("win");
+    }
+    $(`input${suffix}`).hidden = true; $(`input${suffix}`).removeAttribute("src");
+    $(`input-empty${suffix}`).hidden = false;
   }
-  $("input").hidden = true; $("input").removeAttribute("src");
-  $("input-empty").hidden = false;
+  $("mini").textContent = "";
   $("maps").textContent = "";
 }
 
-function showError(message) { const el = $("error"); el.textContent = message; el.hidden = false; }
-function hideError() { $("error").hidden = true; }
+// --------------------------------------------------------------------------- moves, shift test, nudge
+
+function showMoves() {
+  $("dx-v").textContent = `${$("dx").value} px`;
+  $("dy-v").textContent = `${$("dy").value} px`;
+  $("rotate-v").textContent = `${$("rotate").value}°`;
+  $("scale-v").textContent = `${Number($("scale").value).toFixed(2)}×`;
+}
+for (const k of MOVES) $(k).addEventListener("input", () => { showMoves(); requestUpdate(); });
+$("reset-moves").addEventListener("click", () => {
+  for (const k of MOVES) $(k).value = k === "scale" ? "1" : "0";
+  showMoves(); requestUpdate();
+});
+
+const COLOURS = ["#0b6bcb", "#c2410c"];
+
+async function loadShiftTest() {
+  const names = twoRuns() ? [runA(), runB()] : [runA()];
+  try {
+    const curves = await Promise.all(names.map((n) => lab.getJSON(`/api/shift-test?${lab.runQuery(n)}&max_shift=8&n=500`)));
+    plotShift(curves);
+    document.body.dataset.shiftReady = "1";
+  } catch (err) {
+    $("shift-legend").textContent = `no shift test: ${err.message}`;
+  }
+}
+
+function plotShift(curves) {
+  const cv = $("shift-plot"), g = cv.getContext("2d");
+  const W = cv.width, H = cv.height, L = 44, R = 12, T = 12, B = 34;
+  g.clearRect(0, 0, W, H);
+  g.font = "12px system-ui, sans-serif"; g.fillStyle = "#5b6472"; g.strokeStyle = "#d9dee6";
+  const maxK = Math.max(...curves.map((c) => c.shifts[c.shifts.length - 1]));
+  const x = (k) => L + (W - L - R) * k / maxK, y = (a) => T + (H - T - B) * (1 - a);
+  for (let a = 0; a <= 1.0001; a += 0.25) {
+    g.beginPath(); g.moveTo(L, y(a)); g.lineTo(W - R, y(a)); g.stroke();
+    g.fillText(`${Math.round(a * 100)}%`, 4, y(a) + 4);
+  }
+  for (let k = 0; k <= maxK; k++) g.fillText(String(k), x(k) - 3, H - B + 16);
+  g.fillText("pixels moved right and down", L + 90, H - 4);
+  const legend = [];
+  curves.forEach((c, i) => {
+    g.strokeStyle = COLOURS[i]; g.fillStyle = COLOURS[i]; g.lineWidth = 2.5;
+    g.beginPath();
+    c.shifts.forEach((k, j) => { if (j) g.lineTo(x(k), y(c.accuracy[j])); else g.moveTo(x(k), y(c.accuracy[j])); });
+    g.stroke();
+    c.shifts.forEach((k, j) => { g.beginPath(); g.arc(x(k), y(c.accuracy[j]), 3, 0, 2 * Math.PI); g.fill(); });
+    g.lineWidth = 1;
+    legend.push(`${i ? "orange" : "blue"}: ${c.run}, ${pct(c.accuracy[0])} unmoved, ${pct(c.accuracy[Math.min(3, c.accuracy.length - 1)])} at 3 px`);
+  });
+  $("shift-legend").textContent = legend.join("; ");
+}
+
+$("nudge").addEventListener("click", async () => {
+  if (isBlank()) { $("nudge-result").textContent = "Draw a digit first."; return; }
+  $("nudge-result").textContent = "searching…";
+  const compare = twoRuns() ? `&compare=${encodeURIComponent(runB())}` : "";
+  try {
+    const r = await lab.post(`/api/adversarial?${lab.runQuery(runA())}${compare}&${moveQuery()}`, body());
+    $("nudge-before").src = r.input; $("nudge-before").hidden = false;
+    $("nudge-after").src = r.image; $("nudge-after").hidden = false;
+    const reads = Object.entries(r.readings).map(([n, x]) => `${n} reads ${x.label} (${pct(x.probability)})`);
+    $("nudge-result").textContent = r.found
+      ? `A change of at most ε = ${r.linf.toFixed(3)} per pixel (L2 ${r.l2.toFixed(2)}) turns ${r.run}'s ${r.label} into ${r.adversarial_label}. Nudged: ${reads.join("; ")}.`
+      : `No change up to full brightness made ${r.run} change its answer ${r.label}.`;
+    document.body.dataset.nudged = "1";
+  } catch (err) {
+    lab.showError(err.message);
+    $("nudge-result").textContent = "";
+  }
+});
+
+// --------------------------------------------------------------------------- start
 
 async function loadCard() {
+  const card = await lab.getJSON(`/api/model?${lab.runQuery(runA())}`);
+  state.classes = card.classes;
+  buildBars("bars", card.classes);
+  buildBars("bars-b", card.classes);
+  $("card-model").textContent = `${card.model} (${card.run})`;
+  $("card-dataset").textContent = card.dataset;
+  $("card-accuracy").textContent = card.test_accuracy == null ? "not recorded"
+    : `${(100 * card.test_accuracy).toFixed(2)}%` + (card.epochs ? ` after ${card.epochs} epoch${card.epochs > 1 ? "s" : ""}` : "");
+  $("card-params").textContent = card.parameters.toLocaleString("en-US");
+}
+
+async function runsChanged() {
+  $("reader-b").hidden = !twoRuns();
   try {
-    const res = await fetch("/api/model");
-    const card = await res.json();
-    if (!res.ok) throw new Error(card.error || res.statusText);
-    state.classes = card.classes;
-    buildBars(card.classes);
-    $("card-model").textContent = `${card.model} (${card.run})`;
-    $("card-dataset").textContent = card.dataset;
-    $("card-accuracy").textContent = card.test_accuracy == null ? "not recorded"
-      : `${(100 * card.test_accuracy).toFixed(2)}%` + (card.epochs ? ` after ${card.epochs} epoch${card.epochs > 1 ? "s" : ""}` : "");
-    $("card-params").textContent = card.parameters.toLocaleString("en-US");
-    $("h-maps").textContent = card.conv_layers.length ? "First convolution layer" : "Feature maps";
+    await loadCard();
+    showBlank();
+    if (!isBlank()) requestUpdate();
+    loadShiftTest();
+  } catch (err) {
+    lab.showError(`cannot load the model card: ${err.message}`);
+  }
+}
+
+async function start() {
+  try {
+    const { runs, default: first } = await lab.getJSON("/api/runs");
+    state.runs = runs;
+    lab.fillRuns($("run-a"), runs, ["demo/mlp", first]);
+    lab.fillRuns($("run-b"), runs, ["demo/cnn", ...runs.map((r) => r.name).filter((n) => n !== $("run-a").value)]);
+    $("run-a").addEventListener("change", runsChanged);
+    $("run-b").addEventListener("change", runsChanged);
+    await runsChanged();
     document.body.dataset.ready = "1";
   } catch (err) {
-    showError(`cannot load the model card: ${err.message}`);
+    lab.showError(`cannot list the runs: ${err.message}`);
   }
 }
 
 paper();
-showBlank();
-loadCard();
+showMoves();
+start();

@@ -3,13 +3,15 @@
     runs/NAME/
       model.safetensors   weights; metadata: model name + kwargs, dataset, classes, input shape,
                           normalisation, style, cnnlab version, SHA-256 of the tensors
-      metrics.json        one entry per epoch (train/test loss and accuracy, seconds, images/s)
+      metrics.json        one entry per epoch (train/val/test loss and accuracy, seconds, images/s)
+      metrics.csv         the same epochs plus a row per logged step (kind=step|epoch)
       config.json         the resolved TrainConfig
       curves.png          loss and accuracy curves
       resume.safetensors  weights + optimiser/scheduler tensors + RNG states (uint8 tensors),
                           and in its metadata the JSON rest: epoch, config, metrics so far, the
                           non-tensor optimiser/scheduler parts (one file: one atomic commit)
       resume.json         a readable copy of that JSON (the loader does not need it)
+      README.md           the model card: what the model is, expects, scored, and how to load it
 
 No pickle anywhere: weights are safetensors, everything else JSON. Every file is written
 atomically (`.part`, then `os.replace`), so an interrupted write never leaves half a file, and
@@ -36,11 +38,13 @@ from cnnlab.tensorfile import load_tensors, save_tensors
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
+METRICS_CSV = "metrics.csv"
+MODEL_CARD = "README.md"
 CONFIG = "config.json"
 CURVES = "curves.png"
 RESUME_TENSORS = "resume.safetensors"
 RESUME_JSON = "resume.json"
-FILES = (WEIGHTS, METRICS, CONFIG, CURVES, RESUME_TENSORS, RESUME_JSON)
+FILES = (WEIGHTS, METRICS, METRICS_CSV, CONFIG, CURVES, RESUME_TENSORS, RESUME_JSON, MODEL_CARD)
 
 # metadata keys whose values are JSON (safetensors metadata is str -> str)
 _JSON_KEYS = ("model_kwargs", "classes", "input_shape", "mean", "std")

@@ -128,17 +128,23 @@ class RunLogger:
                     tag = f"epoch/{name}_{split}" if name else f"epoch/{key}"
                     self.writer.add_scalar(tag, float(event[key]), int(event["epoch"]))
 
-    def finish(
-        self, config, metrics: Sequence[dict], confusion=None, classes: Sequence[str] = ()
-    ) -> None:
-        """Hyperparameters with the final metrics, the confusion matrix image; close the files."""
+    def finish(self, config, metrics: Sequence[dict], model, test_batches, classes, bf16=False) -> None:
+        """Hyperparameters with the final metrics, the test confusion matrix; close the files.
+
+        The confusion matrix needs the whole test set, so a torchrun job (test shards) has none.
+        """
         if self._writer_class is None:
             return
         final = metrics[-1] if metrics else {}
         scores = {f"final/{k}": float(v) for k, v in final.items() if k in EPOCH_KEYS}
         self.writer.add_hparams(_hparams(config), scores, run_name=".")
-        if confusion is not None:
-            self.writer.add_figure("test/confusion", _confusion_figure(confusion, classes), len(metrics))
+        if getattr(test_batches, "world_size", 1) == 1:
+            from cnnlab.evaluation import evaluate
+            from cnnlab.metrics import confusion_matrix
+
+            out = evaluate(model, test_batches, bf16=bf16, return_outputs=True)
+            cm = confusion_matrix(out["targets"], out["probs"].argmax(1), len(classes))
+            self.writer.add_figure("test/confusion", _confusion_figure(cm, classes), len(metrics))
         self.close()
 
     def close(self) -> None:

@@ -297,6 +297,14 @@ def _weights_header(path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: unreadable weights header ({type(e).__name__})") from None
 
 
+def weights_metadata(path: str | os.PathLike) -> dict:
+    """The decoded, checked metadata of a weights file, read without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; train a run with `cnnlab train --out DIR`")
+    return _decode_metadata(path, _weights_header(path))
+
+
 def _read_run_files(s: RunSummary) -> None:
     """Fill `s` from config.json, metrics.json and the weights header; raise on a broken file."""
     folder = s.path

@@ -29,7 +29,7 @@ from cnnlab.data.factory import Batches, first_images, load_batches
 from cnnlab.devices import autocast, bf16_supported, resolve_device
 from cnnlab.errors import CheckpointError, TrainingDivergedError
 from cnnlab.evaluation import evaluate, global_sums
-from cnnlab.metrics import confusion_matrix
+from cnnlab.model_card import write_model_card
 from cnnlab.models import get_model
 from cnnlab.optim import OPTIMIZERS, SCHEDULES
 
@@ -312,14 +312,10 @@ def _start_folder(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[d
 
 
 def _finish_folder(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict], logger) -> None:
-    """After the last epoch: the TensorBoard summary (hparams, confusion matrix)."""
-    confusion = None
-    if config.tensorboard and job.ctx.world_size == 1:
-        out = evaluate(job.model, job.test_batches, bf16=job.bf16, return_outputs=True)
-        preds = out["probs"].argmax(1)
-        confusion = confusion_matrix(out["targets"], preds, job.info.num_classes).tolist()
+    """After the last epoch: the model card and the TensorBoard summary (hparams, confusion)."""
     with checkpoint.disk_errors(out_dir, len(metrics)):
-        logger.finish(config, metrics, confusion, job.info.classes)
+        write_model_card(out_dir)
+        logger.finish(config, metrics, job.model, job.test_batches, job.info.classes, job.bf16)
 
 
 def _start_event(job: _Job, config: TrainConfig, metrics: list[dict], out_dir) -> dict:

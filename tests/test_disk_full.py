@@ -39,7 +39,14 @@ TRAIN = [
     str(EPOCHS),
     "-q",
 ]
-RUN_FILES = (runs.WEIGHTS, runs.METRICS, runs.CONFIG, runs.RESUME_TENSORS, runs.RESUME_JSON)
+RUN_FILES = (
+    runs.WEIGHTS,
+    runs.METRICS,
+    runs.METRICS_CSV,
+    runs.CONFIG,
+    runs.RESUME_TENSORS,
+    runs.RESUME_JSON,
+)
 
 
 def fail_nth_write(monkeypatch: pytest.MonkeyPatch, n: int) -> dict[str, bytes]:
@@ -69,17 +76,19 @@ def fail_nth_write(monkeypatch: pytest.MonkeyPatch, n: int) -> dict[str, bytes]:
     return snapshot
 
 
-# writes: 1 config.json; epoch 0: 2 weights, 3 metrics, 4 resume.safetensors, 5 resume.json;
-# epoch e >= 1: 1+5e weights, 2+5e metrics, 3+5e resume.safetensors, 4+5e resume.json, 5+5e curves
+# writes: 1 config.json; epoch 0: 2 weights, 3 metrics.json, 4 metrics.csv, 5 resume.safetensors,
+# 6 resume.json; epoch e >= 1: 1+6e weights, 2+6e metrics.json, 3+6e metrics.csv,
+# 4+6e resume.safetensors, 5+6e resume.json, 6+6e curves; after the last epoch README.md
 @pytest.mark.parametrize(
     "write,what",
     [
         (2, "the first weights"),
-        (11, "epoch 2's weights"),
-        (12, "epoch 2's metrics.json"),
-        (13, "epoch 2's resume.safetensors"),
-        (14, "epoch 2's resume.json"),
-        (15, "epoch 2's curves.png"),
+        (13, "epoch 2's weights"),
+        (14, "epoch 2's metrics.json"),
+        (15, "epoch 2's metrics.csv"),
+        (16, "epoch 2's resume.safetensors"),
+        (17, "epoch 2's resume.json"),
+        (18, "epoch 2's curves.png"),
     ],
 )
 def test_full_disk_keeps_the_previous_files(fake_dataset, tmp_path, capsys, write, what):

@@ -1,14 +1,19 @@
-"""export: ONNX (both exporters) and TorchScript files that agree with torch, dynamic batch,
-written atomically (a failed check leaves nothing behind)."""
+"""export: ONNX (both exporters), TorchScript and torch.export (.pt2) files that agree with
+torch, dynamic batch, written atomically (a failed check leaves nothing behind), carrying what a
+runtime needs to preprocess (classes, mean/std, input shape, style)."""
 
 from __future__ import annotations
+
+import json
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
+from cnnlab import __version__
 from cnnlab.errors import ConfigError, ExportError
-from cnnlab.export import export_run, parity_images
+from cnnlab.export import PT2_METADATA, export_run, parity_images
 from cnnlab.preprocess import to_model_input
 from cnnlab.runs import load_run
 from test_predict import run_cli
@@ -45,6 +50,35 @@ def test_onnx_legacy_parity_and_dynamic_batch(cnn_run, tmp_path):
         assert got.shape == (n, 10)
         np.testing.assert_allclose(got, eager(cnn_run, x), atol=1e-4, rtol=0)
     assert not list(tmp_path.glob("*.part"))
+    check_deploy_metadata(session.get_modelmeta().custom_metadata_map, cnn_run)
+
+
+def check_deploy_metadata(meta: dict[str, str], run) -> None:
+    """The metadata an exported file carries matches the run's."""
+    assert json.loads(meta["classes"]) == list(run.classes)
+    assert json.loads(meta["mean"]) == list(run.mean) and json.loads(meta["std"]) == list(run.std)
+    assert json.loads(meta["input_shape"]) == [1, 28, 28]
+    assert meta["preprocessing_style"] == "digits" and meta["cnnlab_version"] == __version__
+    assert meta["model_name"] == "cnn" and meta["dataset"] == "fake"
+
+
+def test_pt2_parity_dynamic_batch_and_metadata(cnn_run, tmp_path, capsys):
+    from cnnlab.cli import main
+
+    out = tmp_path / "m.pt2"
+    assert main(["export", str(cnn_run.path), "--format", "pt2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(pt2, torch.export)" in printed and "same top class 100.00%" in printed
+    program = torch.export.load(str(out)).module()  # the file this test just made
+    for n in (1, 6):
+        x = fresh_batch(cnn_run, n)
+        with torch.no_grad():
+            np.testing.assert_allclose(program(x).numpy(), eager(cnn_run, x), atol=1e-4, rtol=0)
+    extra = {PT2_METADATA: ""}
+    torch.export.load(str(out), extra_files=extra)
+    check_deploy_metadata(json.loads(extra[PT2_METADATA]), cnn_run)
+    assert zipfile.is_zipfile(out) and not list(tmp_path.glob("*.part"))
+    assert export_run(cnn_run, "pt2").path == cnn_run.path / "model.pt2"
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -98,6 +132,7 @@ def test_onnx_dynamo_parity(cnn_run, tmp_path):
     assert code == 0, err
     assert "(onnx, dynamo)" in out and "same top class 100.00%" in out
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    check_deploy_metadata(session.get_modelmeta().custom_metadata_map, cnn_run)
     for n in (1, 5):
         x = fresh_batch(cnn_run, n)
         np.testing.assert_allclose(

@@ -50,8 +50,8 @@ TRAIN = [
 ]
 
 # Runs `cnnlab ARGS` on the fake dataset. KILL_AT_WRITE=N makes the Nth run-folder write
-# (io.atomic_write: config.json; epoch 0: weights, metrics, resume.safetensors, resume.json;
-# then per epoch those four and curves.png)
+# (io.atomic_write: config.json; epoch 0: weights, metrics.json, metrics.csv, resume.safetensors,
+# resume.json; then per epoch those five and curves.png; after the last epoch README.md)
 # end the process once its .part file is complete ("before-replace"), half written
 # ("half-written"), or send itself Ctrl-C there ("sigint"). A test hook, in the test only.
 LAUNCHER = """
@@ -141,9 +141,10 @@ def resume_and_compare(run: Path, reference: dict[str, torch.Tensor], capsys) ->
     "write,mode",
     [
         (2, "before-replace"),  # the first weights: the run has no epoch at all yet
-        (6, "half-written"),  # epoch 1's weights, half of the .part written
-        (9, "before-replace"),  # between resume.safetensors and resume.json of epoch 1
-        (14, "half-written"),  # epoch 2's resume.json
+        (7, "half-written"),  # epoch 1's weights, half of the .part written
+        (9, "half-written"),  # epoch 1's metrics.csv
+        (11, "before-replace"),  # between resume.safetensors and resume.json of epoch 1
+        (17, "half-written"),  # epoch 2's resume.json
     ],
 )
 def test_sigkill_inside_a_checkpoint_write(fake_dataset, tmp_path, capsys, write, mode):
@@ -205,7 +206,7 @@ def test_ctrl_c_during_a_checkpoint_write_finishes_the_write(fake_dataset, tmp_p
     proc = launch(
         tmp_path,
         [*TRAIN, "--epochs", str(EPOCHS), "--out", str(run)],
-        KILL_AT_WRITE="8",
+        KILL_AT_WRITE="10",
         KILL_MODE="sigint",
     )
     _, stderr = proc.communicate(timeout=300)

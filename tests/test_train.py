@@ -279,3 +279,67 @@ def test_validation_split_reports_val_each_epoch_and_test_once(fake_dataset, tmp
     saved = json.loads((tmp_path / "run" / runs.METRICS).read_text())
     assert saved[-1]["test_acc"] == rows[-1]["test_acc"]
     assert json.loads((tmp_path / "run" / runs.CONFIG).read_text())["val_split"] == 60
+
+
+def _cli_config(argv: list[str]) -> TrainConfig:
+    """The config `cnnlab train ARGV` would train (parsed, not run)."""
+    from cnnlab.cli import build_parser
+    from cnnlab.cli.config_flags import config_overrides
+    from cnnlab.cli.train import _config_and_out
+
+    args = build_parser().parse_args(["train", *argv])
+    return _config_and_out(args, config_overrides(args))[0]
+
+
+def test_train_config_file_reproduces_a_run_and_flags_override(fake_dataset, tmp_path, capsys):
+    from cnnlab.cli import main
+
+    first = tmp_path / "first"
+    original = quick(model="mlp", epochs=1, model_kwargs={"hidden": [32]}, adam_betas=(0.8, 0.99))
+    fit(original, first)
+    saved = first / runs.CONFIG
+    assert _cli_config(["--config", str(saved)]) == original
+    changed = _cli_config(["--config", str(saved), "--lr", "0.003", "--no-normalize"])
+    assert (changed.lr, changed.normalize, changed.model_kwargs) == (0.003, False, {"hidden": [32]})
+    # the real command: the second run's config.json is the first's
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(saved), "--out", str(again), "-q"]) == 0
+    assert json.loads((again / runs.CONFIG).read_text()) == json.loads(saved.read_text())
+    capsys.readouterr()
+
+
+def test_train_config_file_in_toml(tmp_path):
+    toml = tmp_path / "mlp.toml"
+    toml.write_text(
+        'model = "mlp"\nepochs = 2\nadam_betas = [0.7, 0.9]\n\n[model_kwargs]\nhidden = [64]\n'
+    )
+    config = _cli_config(["--config", str(toml), "--epochs", "5"])
+    assert config == make_config(
+        model="mlp", epochs=5, adam_betas=(0.7, 0.9), model_kwargs={"hidden": [64]}
+    )
+    # the recipe sits under the file: fast's settings, the file's model
+    assert _cli_config(["--recipe", "fast", "--config", str(toml)]).tta == RECIPES["fast"]["tta"]
+
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("bad.toml", 'modle = "mlp"\n', "unknown config keys: modle"),
+        ("bad.toml", "epochs = -1\n", "epochs"),
+        ("bad.toml", 'epochs = "three"\n', "epochs must be a whole number"),
+        ("bad.toml", "epochs = \n", "not valid TOML"),
+        ("bad.json", "[1, 2]", "a config must be a JSON object"),
+        ("bad.json", "{", "not valid JSON"),
+        ("missing.json", None, "cannot read it"),
+    ],
+)
+def test_train_config_file_errors_are_one_line_naming_the_file(tmp_path, capsys, name, text, message):
+    from cnnlab.cli import main
+
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"cnnlab: error: {path}: ") and message in err, err
+    assert not (tmp_path / "run").exists()

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cnnlab import io, runs
+from cnnlab import io, run_logs, runs
 from cnnlab.config import RESUME_MAY_CHANGE, TrainConfig
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.tensorfile import load_tensors, save_tensors
@@ -204,6 +204,14 @@ def check_resumable(saved: TrainConfig, config: TrainConfig, run_dir) -> None:
         )
 
 
+def resume_state(resume_from, config: TrainConfig) -> dict | None:
+    """The resume state to continue (None: start afresh, also for a folder with only its config)."""
+    if resume_from is None:
+        return None
+    check_resumable(saved_config(resume_from), config, resume_from)
+    return load_resume_state(resume_from) if has_resume_state(resume_from) else None
+
+
 # --- saving an epoch -------------------------------------------------------------------------------
 
 
@@ -267,14 +275,19 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, meta) -> None:
-    """Weights, metrics, curves and the resume state of the epoch just finished."""
+def save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, meta, steps=()) -> None:
+    """Weights, metrics (JSON and CSV), curves and the resume state of the epoch just finished.
+
+    `steps` are the logged step rows (`cnnlab.run_logs`); the resume state keeps them so that a
+    resumed run's metrics.csv still has every step.
+    """
     from cnnlab.figures import training_curves
 
     state = {
         "epoch": len(metrics),
         "config": asdict(config),
         "metrics": metrics,
+        "steps": list(steps),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -283,6 +296,7 @@ def save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, meta
     with sigint_deferred(), disk_errors(out_dir, len(metrics)):
         runs.save_weights(out_dir / runs.WEIGHTS, model, dict(meta, epochs_done=len(metrics)))
         io.write_json(out_dir / runs.METRICS, metrics)
+        run_logs.write_metrics_csv(out_dir / run_logs.METRICS_CSV, metrics, steps)
         save_resume_state(out_dir, state)
     if metrics:
         with disk_errors(out_dir, len(metrics)):

@@ -93,6 +93,9 @@ class TrainConfig:
     cuda_graphs: bool = option(
         True, "on CUDA with adam/adamw, replay each step as a recorded CUDA graph"
     )
+    tensorboard: bool = option(
+        False, "also write TensorBoard event files in the run folder (needs cnnlab[tensorboard])"
+    )
 
     def __post_init__(self):
         if isinstance(self.adam_betas, list):  # config.json stores the tuple as a list
@@ -282,7 +285,7 @@ RECIPES["reference"] = dict(
 )
 
 # Settings a resumed run may change; every other one must match the saved config.
-RESUME_MAY_CHANGE = ("epochs", "device", "threads", "data_root", "cuda_graphs")
+RESUME_MAY_CHANGE = ("epochs", "device", "threads", "data_root", "cuda_graphs", "tensorboard")
 
 
 def make_config(recipe: str | None = None, **overrides) -> TrainConfig:

@@ -3,13 +3,15 @@
     runs/NAME/
       model.safetensors   weights; metadata: model name + kwargs, dataset, classes, input shape,
                           normalisation, style, cnnlab version, SHA-256 of the tensors
-      metrics.json        one entry per epoch (train/test loss and accuracy, seconds, images/s)
+      metrics.json        one entry per epoch (train/val/test loss and accuracy, seconds, images/s)
+      metrics.csv         the same epochs plus a row per logged step (kind=step|epoch)
       config.json         the resolved TrainConfig
       curves.png          loss and accuracy curves
       resume.safetensors  weights + optimiser/scheduler tensors + RNG states (uint8 tensors),
                           and in its metadata the JSON rest: epoch, config, metrics so far, the
                           non-tensor optimiser/scheduler parts (one file: one atomic commit)
       resume.json         a readable copy of that JSON (the loader does not need it)
+      README.md           the model card: what the model is, expects, scored, and how to load it
 
 No pickle anywhere: weights are safetensors, everything else JSON. Every file is written
 atomically (`.part`, then `os.replace`), so an interrupted write never leaves half a file, and
@@ -36,11 +38,13 @@ from cnnlab.tensorfile import load_tensors, save_tensors
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
+METRICS_CSV = "metrics.csv"
+MODEL_CARD = "README.md"
 CONFIG = "config.json"
 CURVES = "curves.png"
 RESUME_TENSORS = "resume.safetensors"
 RESUME_JSON = "resume.json"
-FILES = (WEIGHTS, METRICS, CONFIG, CURVES, RESUME_TENSORS, RESUME_JSON)
+FILES = (WEIGHTS, METRICS, METRICS_CSV, CONFIG, CURVES, RESUME_TENSORS, RESUME_JSON, MODEL_CARD)
 
 # metadata keys whose values are JSON (safetensors metadata is str -> str)
 _JSON_KEYS = ("model_kwargs", "classes", "input_shape", "mean", "std")
@@ -242,3 +246,133 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         metrics=metrics,
         config=config,
     )
+
+
+# --- listing run folders ------------------------------------------------------------------------
+
+RUN_STATES = ("complete", "resumable", "before-first-epoch", "broken")
+
+
+@dataclass
+class RunSummary:
+    """One run folder as `list_runs` sees it, read cheaply (JSON files and a weights header).
+
+    Attributes:
+        name: the folder's path relative to the listed root ("." for the root itself).
+        state: "complete" (all planned epochs), "resumable" (stopped after some epochs,
+            resume state present), "before-first-epoch" (stopped before its first epoch
+            finished; resumable from epoch 0) or "broken" (`problem` says why).
+        epochs_done, epochs_planned: epochs saved and epochs in its config (None: unknown).
+        val_acc, test_acc: the last epoch's, when it has them (test only at the end with a
+            validation split).
+        modified: the newest file's mtime (seconds since the epoch); size_bytes: on disk.
+    """
+
+    name: str
+    path: Path
+    state: str
+    model: str | None = None
+    dataset: str | None = None
+    epochs_done: int = 0
+    epochs_planned: int | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    modified: float = 0.0
+    size_bytes: int = 0
+    problem: str | None = None
+
+
+def _is_run_folder(folder: Path) -> bool:
+    return (folder / CONFIG).is_file() or (folder / WEIGHTS).is_file()
+
+
+def _weights_header(path: Path) -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{path}: unreadable weights header ({type(e).__name__})") from None
+
+
+def weights_metadata(path: str | os.PathLike) -> dict:
+    """The decoded, checked metadata of a weights file, read without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not found; train a run with `cnnlab train --out DIR`")
+    return _decode_metadata(path, _weights_header(path))
+
+
+def _read_run_files(s: RunSummary) -> None:
+    """Fill `s` from config.json, metrics.json and the weights header; raise on a broken file."""
+    folder = s.path
+    if (folder / CONFIG).is_file():
+        config = read_json(folder / CONFIG)
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{folder / CONFIG}: not a JSON object")
+        s.model, s.dataset = config.get("model"), config.get("dataset")
+        s.epochs_planned = config.get("epochs") if _is_int(config.get("epochs")) else None
+    if (folder / WEIGHTS).is_file():
+        meta = _weights_header(folder / WEIGHTS)
+        s.model = s.model or meta.get("model_name")
+        s.dataset = s.dataset or meta.get("dataset")
+        done = meta.get("epochs_done", "")
+        s.epochs_done = int(done) if done.isdigit() else 0
+    if (folder / METRICS).is_file():
+        metrics = read_json(folder / METRICS)
+        if not isinstance(metrics, list) or not all(isinstance(m, dict) for m in metrics):
+            raise CheckpointError(f"{folder / METRICS}: not a list of epoch rows")
+        s.epochs_done = len(metrics)
+        last = metrics[-1] if metrics else {}
+        s.val_acc = last.get("val_acc") if _is_number(last.get("val_acc")) else None
+        s.test_acc = last.get("test_acc") if _is_number(last.get("test_acc")) else None
+
+
+def _run_state(s: RunSummary) -> tuple[str, str | None]:
+    """The state of a readable run folder, and the problem when it is broken."""
+    if s.epochs_done == 0:
+        return "before-first-epoch", None
+    if s.epochs_planned is None or s.epochs_done >= s.epochs_planned:
+        return "complete", None
+    if (s.path / RESUME_TENSORS).is_file():
+        return "resumable", None
+    return "broken", f"stopped after {s.epochs_done} of {s.epochs_planned} epochs without a resume state"
+
+
+def summarize_run(folder: str | os.PathLike, root: str | os.PathLike | None = None) -> RunSummary:
+    """A `RunSummary` of one run folder (never raises for a broken folder: state says so)."""
+    folder = Path(folder)
+    name = Path(os.path.relpath(folder, root)).as_posix() if root is not None else folder.name
+    s = RunSummary(name=name, path=folder, state="broken")
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+    stats = [p.stat() for p in files]
+    s.size_bytes = sum(st.st_size for st in stats)
+    s.modified = max((st.st_mtime for st in stats), default=folder.stat().st_mtime)
+    try:
+        _read_run_files(s)
+    except CheckpointError as e:
+        s.problem = str(e)
+        return s
+    s.state, s.problem = _run_state(s)
+    return s
+
+
+def list_runs(root: str | os.PathLike = "runs") -> list[RunSummary]:
+    """Every run folder under `root` (root itself included), sorted by name; [] when root is missing.
+
+    A run folder is one holding config.json or model.safetensors; nothing inside one is
+    searched further, hidden folders are skipped and symlinks are not followed. Nothing is
+    loaded: only the JSON files and the weights header are read.
+    """
+    root = Path(root)
+    found = []
+    for here, dirs, _ in os.walk(root):
+        folder = Path(here)
+        if _is_run_folder(folder):
+            found.append(summarize_run(folder, root))
+            dirs[:] = []
+        else:
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    return sorted(found, key=lambda s: s.name)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab import checkpoint, distributed, io, runs
+from cnnlab import checkpoint, distributed, io, run_logs, runs
 from cnnlab.collapse import check_collapse
 from cnnlab.config import TrainConfig, input_normalisation
 from cnnlab.cuda_graphs import CapturedStep, cuda_graphs_apply
@@ -29,6 +29,7 @@ from cnnlab.data.factory import Batches, first_images, load_batches
 from cnnlab.devices import autocast, bf16_supported, resolve_device
 from cnnlab.errors import CheckpointError, TrainingDivergedError
 from cnnlab.evaluation import evaluate, global_sums
+from cnnlab.model_card import write_model_card
 from cnnlab.models import get_model
 from cnnlab.optim import OPTIMIZERS, SCHEDULES
 
@@ -88,6 +89,19 @@ def _step(model, optimizer, loss_fn, x, y, bf16: bool):
     return logits, loss
 
 
+def _step_event(where: dict, sums: list, elapsed: float, optimizer) -> dict:
+    """The "step" progress event: the epoch's running loss, accuracy and speed so far."""
+    loss, correct, seen = sums
+    return {
+        "event": "step",
+        **where,
+        "loss": loss / seen,
+        "acc": correct / seen,
+        "images_per_s": seen / max(elapsed, 1e-9),
+        "lr": float(optimizer.param_groups[0]["lr"]),
+    }
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Batches,
@@ -127,23 +141,11 @@ def train_one_epoch(
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if step % report_every == 0 or step == steps:
-                g_loss, g_correct, g_seen = global_sums(batches, [loss_sum, correct, seen], device)
-                _check_finite(g_loss / g_seen, optimizer, epoch, step)
+                sums = global_sums(batches, [loss_sum, correct, seen], device)
+                _check_finite(sums[0] / sums[2], optimizer, epoch, step)
                 if callback:
-                    elapsed = time.perf_counter() - start
-                    callback(
-                        {
-                            "event": "step",
-                            "epoch": epoch,
-                            "step": step,
-                            "steps": steps,
-                            "advance": step - reported,
-                            "loss": g_loss / g_seen,
-                            "acc": g_correct / g_seen,
-                            "images_per_s": g_seen / max(elapsed, 1e-9),
-                            "lr": float(optimizer.param_groups[0]["lr"]),
-                        }
-                    )
+                    where = {"epoch": epoch, "step": step, "steps": steps, "advance": step - reported}
+                    callback(_step_event(where, sums, time.perf_counter() - start, optimizer))
                     reported = step
     finally:
         if captured is not None:
@@ -183,6 +185,7 @@ class _Job:
     bf16: bool
     graphs: bool
     init_seconds: float = 0.0
+    probe: torch.Tensor | None = None  # test images for the dead-ReLU diagnosis
 
 
 def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float | None) -> _Job:
@@ -238,6 +241,7 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
         bf16,
         cuda_graphs_apply(config, ctx.device, ctx.world_size),
         init_s,
+        next(iter(splits.test))[0][:256],
     )
 
 
@@ -259,6 +263,9 @@ def _restore(job: _Job, state: dict, config: TrainConfig, run_dir) -> list[dict]
 
 def _train_epoch(job: _Job, config: TrainConfig, epoch: int, callback: Callback | None) -> dict:
     """Train and evaluate one epoch; its metrics.json row."""
+    if callback:
+        steps = len(job.train_batches)
+        callback({"event": "epoch_start", "epoch": epoch, "epochs": config.epochs, "steps": steps})
     job.train_batches.set_epoch(epoch)
     if job.ctx.rank:  # ranks > 0: dropout masks of their own, replayable from (seed, epoch)
         torch.manual_seed(distributed.rank_seed(config.seed, epoch, job.ctx.rank))
@@ -288,17 +295,27 @@ def _train_epoch(job: _Job, config: TrainConfig, epoch: int, callback: Callback 
     return {**row, "seconds": seconds, "images_per_s": tr["images_per_s"], "lr": lr, "tta": tta}
 
 
-def _save(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict]) -> None:
-    checkpoint.save_epoch(out_dir, job.model, job.optimizer, job.scheduler, config, metrics, job.meta)
+def _save(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict], logger) -> None:
+    steps = logger.steps if logger is not None else ()
+    checkpoint.save_epoch(
+        out_dir, job.model, job.optimizer, job.scheduler, config, metrics, job.meta, steps
+    )
 
 
-def _start_folder(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict]) -> None:
+def _start_folder(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict], logger) -> None:
     """config.json and, for a fresh run, the epoch-0 state (so epoch 1 can already be resumed)."""
     runs.remove_stale_parts(out_dir)  # left by a killed run; this process is the writer now
     with checkpoint.disk_errors(out_dir, len(metrics)):
         io.write_json(out_dir / runs.CONFIG, asdict(config))
     if not metrics:
-        _save(job, out_dir, config, metrics)
+        _save(job, out_dir, config, metrics, logger)
+
+
+def _finish_folder(job: _Job, out_dir: Path, config: TrainConfig, metrics: list[dict], logger) -> None:
+    """After the last epoch: the model card and the TensorBoard summary (hparams, confusion)."""
+    with checkpoint.disk_errors(out_dir, len(metrics)):
+        write_model_card(out_dir)
+        logger.finish(config, metrics, job.model, job.test_batches, job.info.classes, job.bf16)
 
 
 def _start_event(job: _Job, config: TrainConfig, metrics: list[dict], out_dir) -> dict:
@@ -317,16 +334,6 @@ def _start_event(job: _Job, config: TrainConfig, metrics: list[dict], out_dir) -
     }
 
 
-def _resume_state(resume_from, config: TrainConfig) -> dict | None:
-    """The resume state to continue (None: start afresh, also for a folder with only its config)."""
-    if resume_from is None:
-        return None
-    checkpoint.check_resumable(checkpoint.saved_config(resume_from), config, resume_from)
-    return (
-        checkpoint.load_resume_state(resume_from) if checkpoint.has_resume_state(resume_from) else None
-    )
-
-
 def fit(
     config: TrainConfig,
     out_dir: str | Path | None = None,
@@ -338,16 +345,14 @@ def fit(
 
     Args:
         config: the run's settings (see TrainConfig).
-        out_dir: run folder to write (model.safetensors, metrics.json, config.json, curves.png,
-            resume state at each epoch end); None trains in memory only.
+        out_dir: run folder to write (see cnnlab.runs); None trains in memory only.
         callback: receives progress dicts: {"event": "start" | "epoch_start" | "step" |
             "epoch_end" | "warning" | "interrupted", ...}.
         resume_from: a run folder to continue; out_dir defaults to it. A folder holding only
             its config.json (stopped before its first save) starts again from epoch 0.
         dist_timeout: under torchrun, seconds a process waits for the others.
 
-    Under torchrun every process calls fit with the same arguments; only rank 0 writes out_dir
-    and gets callbacks; the metrics are the whole job's on every rank.
+    Under torchrun every process calls fit alike; rank 0 alone writes out_dir and gets callbacks.
 
     Raises:
         TrainingDivergedError: NaN loss, or still at chance after the first epoch.
@@ -355,40 +360,37 @@ def fit(
         ConfigError, DatasetNotFoundError, CheckpointError: bad settings, data or run folder.
     """
     config.validate()
-    emit = (callback if distributed.is_main_process() else None) or (lambda event: None)
-    callback = callback if distributed.is_main_process() else None  # rank 0 reports for the job
-    state = _resume_state(resume_from, config)
+    main = distributed.is_main_process()  # rank 0 reports for the job
+    state = checkpoint.resume_state(resume_from, config)
     out_dir = Path(out_dir) if out_dir is not None else (Path(resume_from) if resume_from else None)
     saved = len(state["metrics"]) if state else 0  # epochs on disk: what a resume continues from
+    logger = run_logs.run_logger(out_dir, state, resume_from, config.tensorboard) if main else None
+    callback = run_logs.tee(logger, callback if main else None)
+    emit = callback or (lambda event: None)
     try:
         job = _build(config, state is None, emit, dist_timeout)
         metrics = _restore(job, state, config, resume_from) if state is not None else []
         writes = out_dir is not None and job.ctx.is_main
         if writes:
-            _start_folder(job, out_dir, config, metrics)
-        probe = next(iter(job.test_batches))[0][:256]  # images for the dead-ReLU diagnosis
+            _start_folder(job, out_dir, config, metrics, logger)
         emit(_start_event(job, config, metrics, out_dir))
         for epoch in range(len(metrics), config.epochs):
-            emit(
-                {
-                    "event": "epoch_start",
-                    "epoch": epoch,
-                    "epochs": config.epochs,
-                    "steps": len(job.train_batches),
-                }
-            )
             metrics.append(_train_epoch(job, config, epoch, callback))
             with checkpoint.sigint_deferred():  # a Ctrl-C during the save is counted after it
                 if writes:
-                    _save(job, out_dir, config, metrics)
+                    _save(job, out_dir, config, metrics, logger)
                 saved = len(metrics)
             emit({"event": "epoch_end", "epochs": config.epochs, **metrics[-1]})  # after the save
             if epoch == 0:
-                check_collapse(config, metrics[-1], job.info.num_classes, job.model, probe)
+                check_collapse(config, metrics[-1], job.info.num_classes, job.model, job.probe)
+        job.model.eval()
+        if writes:
+            _finish_folder(job, out_dir, config, metrics, logger)
     except KeyboardInterrupt:
         resumable = out_dir is not None and (out_dir / runs.CONFIG).is_file()
         emit({"event": "interrupted", "epochs_done": saved, "out_dir": out_dir, "resumable": resumable})
         raise TrainingInterrupted(out_dir, saved, resumable) from None
-    job.model.eval()
-    train_seconds = sum(m["seconds"] for m in metrics)
-    return FitResult(job.model, config, metrics, job.info, out_dir, train_seconds)
+    finally:
+        if logger is not None:
+            logger.close()
+    return FitResult(job.model, config, metrics, job.info, out_dir, sum(m["seconds"] for m in metrics))

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "data",
     "models",
     "train",
+    "runs",
     "eval",
     "compare",
     "demo",

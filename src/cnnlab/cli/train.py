@@ -1,7 +1,8 @@
 """`cnnlab train`: train a model into a run folder; `--resume RUN` continues one.
 
-The flags mirror TrainConfig (kebab-case). A flag left out takes the recipe's value (with
-`--recipe`), else TrainConfig's default.
+The flags mirror TrainConfig (kebab-case). A flag left out takes its value from `--config FILE`
+(a run's config.json, or a TOML file of the same fields), then the recipe (`--recipe`), else
+TrainConfig's default.
 
 Several processes (CPU cores, GPUs, machines): `torchrun --nproc_per_node N -m cnnlab train ...`
 with the same flags. --batch-size stays the global batch (each process takes 1/N of it), so
@@ -27,6 +28,13 @@ def register(sub, common) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(p)
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        dest="config_file",
+        help="settings from a run's config.json or a TOML file of TrainConfig fields; flags "
+        "override them (default: none)",
+    )
     p.add_argument(
         "--dist-timeout",
         type=float,
@@ -127,6 +135,34 @@ def interrupted_message(e, out) -> str:
     return "interrupted before anything was saved; start the run again"
 
 
+def read_config_file(path: str) -> dict:
+    """The TrainConfig settings in a JSON or TOML file; any problem is one ConfigError naming it."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    from cnnlab.config import TrainConfig
+    from cnnlab.errors import ConfigError
+
+    file = Path(path)
+    try:
+        text = file.read_text()
+        settings = tomllib.loads(text) if file.suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError) as e:
+        reason = getattr(e, "strerror", None) or e
+        raise ConfigError(
+            f"{file}: cannot read it ({reason}); give a config.json or .toml file"
+        ) from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        kind = "TOML" if file.suffix == ".toml" else "JSON (name a TOML file *.toml)"
+        raise ConfigError(f"{file}: not valid {kind}: {str(e)[:200]}") from None
+    try:
+        TrainConfig.from_dict(settings).validate()
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{file}: {e}") from None
+    return settings
+
+
 def _config_and_out(args, overrides: dict):
     """The config to train and the run folder to write."""
     from pathlib import Path
@@ -137,10 +173,13 @@ def _config_and_out(args, overrides: dict):
     from cnnlab.errors import ConfigError
 
     if args.resume:
-        if args.recipe:
-            raise ConfigError("--recipe cannot be combined with --resume (the run has its config)")
+        if args.recipe or args.config_file:
+            raise ConfigError(
+                "--recipe and --config cannot be combined with --resume (the run has its config)"
+            )
         return resume_config(args.resume, **overrides), Path(args.out or args.resume)
-    config = make_config(args.recipe, **overrides)
+    settings = read_config_file(args.config_file) if args.config_file else {}
+    config = make_config(args.recipe, **{**settings, **overrides})
     out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / runs.WEIGHTS).exists() and not args.overwrite:
         raise ConfigError(
@@ -179,7 +218,7 @@ def cmd_train(args) -> int:
         f"{result.train_seconds:.1f}s of training"
     )
     print(
-        f"run folder: {out} (model.safetensors, metrics.json, config.json, curves.png); "
-        f"next: cnnlab eval {out}"
+        f"run folder: {out} (model.safetensors, README.md, metrics.json, metrics.csv, config.json, "
+        f"curves.png); next: cnnlab eval {out}"
     )
     return 0

@@ -104,7 +104,8 @@ def test_loader_path_uses_the_same_permutation_in_one_process_and_in_shards():
 
 def test_batch_size_is_global_and_must_split_evenly(fake_dataset):
     config = make_config(dataset="fake", device="cpu", batch_size=128)
-    train, test, _ = load_batches(config, torch.device("cpu"), rank=1, world_size=4)
+    splits = load_batches(config, torch.device("cpu"), rank=1, world_size=4)
+    train, test = splits.train, splits.test
     assert train.batch_size == 32 and train.num_samples == 150  # 600 images / 4 processes
     assert test.num_samples == 50
     with pytest.raises(ConfigError, match="use 126 or 129"):

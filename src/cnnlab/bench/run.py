@@ -146,6 +146,19 @@ def _roofline(config, train_seconds: float) -> dict:
     return roofline(macs, splits.train.num_samples, train_seconds, config.epochs)
 
 
+def _seeds(recipe: str, seeds: int, overrides: dict, reference: bool, callback):
+    """Each seed of the recipe, then (interleaved) of the reference: (rows, reference rows, config)."""
+    emit = callback or (lambda event: None)
+    rows, ref_rows, config = [], [], None
+    for seed in range(seeds):
+        row, config = _timed_seed(recipe, seed, overrides, callback)
+        rows.append(row)
+        emit({"event": "seed_end", **row, "seeds": seeds})
+        if reference:
+            ref_rows.append(_timed_seed("reference", seed, overrides, None)[0])
+    return rows, ref_rows, config
+
+
 def _reference_result(rows: list[dict]) -> dict:
     """The published recipe's seeds, summarised like the recipe's own."""
     return {
@@ -208,13 +221,7 @@ def speedrun(
     excluded = _excluded_seconds(recipe, overrides)
     if reference:
         _excluded_seconds("reference", overrides)  # its own layer shapes' kernels, untimed
-    rows, ref_rows, config = [], [], None
-    for seed in range(seeds):
-        row, config = _timed_seed(recipe, seed, overrides, callback)
-        rows.append(row)
-        emit({"event": "seed_end", **row, "seeds": seeds})
-        if reference:
-            ref_rows.append(_timed_seed("reference", seed, overrides, None)[0])
+    rows, ref_rows, config = _seeds(recipe, seeds, overrides, reference, callback)
     out = _speedrun_result(recipe, device, target, rows, config, excluded)
     if device == "cpu":
         out["roofline"] = _roofline(config, out["train_s"]["median"])

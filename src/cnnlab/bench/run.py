@@ -171,6 +171,13 @@ def _reference_result(rows: list[dict]) -> dict:
     }
 
 
+def _check_speedrun(seeds: int, target: float) -> None:
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, not {seeds}")
+    if not 0 < target <= 1:
+        raise ConfigError(f"--target is a fraction in (0, 1], not {target}")
+
+
 def speedrun(
     seeds: int = 5,
     target: float = 0.99,
@@ -201,17 +208,13 @@ def speedrun(
             with `recipe`'s seeds and timed the same way.
         commands: also time the whole `cnnlab train` and `cnnlab predict` commands this many
             times each, beside `import torch` (0: not).
-        callback: gets every fit event, plus {"event": "seed_end", ...} and
-            {"event": "baseline_start"}.
+        callback: gets every fit event, plus "seed_end", "baseline_start", "commands_start".
 
     Returns:
-        A JSON-ready dict: machine, config, per-seed runs, train_s/test_acc/eval_s statistics,
-        what the training time excludes (measured), baseline and speedup.
+        A JSON-ready dict: machine, config, per-seed runs and their statistics, what the
+        training time excludes, the baselines and speedups, the roofline.
     """
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, not {seeds}")
-    if not 0 < target <= 1:
-        raise ConfigError(f"--target is a fraction in (0, 1], not {target}")
+    _check_speedrun(seeds, target)
     emit = callback or (lambda event: None)
     overrides = dict(device=device, dataset=dataset, data_root=data_root, threads=threads)
     overrides.update(train_subset=train_subset, test_subset=test_subset)

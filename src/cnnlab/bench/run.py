@@ -200,14 +200,11 @@ def speedrun(
         target: the test accuracy the mean must reach (`reached_target` in the result).
         device: cpu or cuda (on cuda bf16 autocast is switched on; the data lives on the GPU).
         recipe: a train.RECIPES name.
-        dataset, data_root: what to train on.
-        threads: CPU threads for both the recipe and the baseline (default: the recipe's).
+        dataset, data_root, threads: what to train on, and with how many CPU threads.
         train_subset, test_subset: first N images only (tests; the figures need the full sets).
         baseline: also time one epoch of the lesson's loop with the same threads.
-        reference: also train the published speed recipe (`reference`) per seed, interleaved
-            with `recipe`'s seeds and timed the same way.
-        commands: also time the whole `cnnlab train` and `cnnlab predict` commands this many
-            times each, beside `import torch` (0: not).
+        reference: also train the published speed recipe per seed, interleaved, timed alike.
+        commands: time whole `cnnlab train` / `predict` commands this many times (0: not).
         callback: gets every fit event, plus "seed_end", "baseline_start", "commands_start".
 
     Returns:
@@ -235,11 +232,10 @@ def speedrun(
     if baseline:
         emit({"event": "baseline_start"})
         torch.set_num_threads(out["threads"])  # the same threads as the recipe: a fair ratio
-        base = lesson_baseline(
+        out["baseline"] = lesson_baseline(
             dataset, data_root, train_subset=train_subset, test_subset=test_subset, device=device
         )
-        out["baseline"] = base
-        out["speedup_vs_baseline"] = base["train_s"] / out["train_s"]["mean"]
+        out["speedup_vs_baseline"] = out["baseline"]["train_s"] / out["train_s"]["mean"]
     if commands:
         emit({"event": "commands_start"})
         out["commands"] = _command_result(recipe, overrides, commands)

@@ -193,11 +193,10 @@ def speedrun(
     commands: int = 0,
     callback: Callback | None = None,
 ) -> dict:
-    """Train `recipe` once per seed (0..seeds-1); time it, test it, compare with the lesson's loop.
+    """Train `recipe` once per seed (0..seeds-1); time it, test it, compare with the baselines.
 
     Args:
-        seeds: how many runs (seeds 0, 1, ...).
-        target: the test accuracy the mean must reach (`reached_target` in the result).
+        seeds, target: runs (seeds 0, 1, ...), and the mean test accuracy to reach.
         device: cpu or cuda (on cuda bf16 autocast is switched on; the data lives on the GPU).
         recipe: a train.RECIPES name.
         dataset, data_root, threads: what to train on, and with how many CPU threads.
@@ -205,8 +204,7 @@ def speedrun(
         baseline: also time one epoch of the lesson's loop with the same threads.
         reference: also train the published speed recipe per seed, interleaved, timed alike.
         commands: time whole `cnnlab train` / `predict` commands this many times (0: not).
-        callback: gets every fit event, plus "seed_end", "baseline_start", "commands_start".
-
+        callback: every fit event, plus "seed_end", "baseline_start", "commands_start".
     Returns:
         A JSON-ready dict: machine, config, per-seed runs and their statistics, what the
         training time excludes, the baselines and speedups, the roofline.
@@ -223,12 +221,12 @@ def speedrun(
         _excluded_seconds("reference", overrides)  # its own layer shapes' kernels, untimed
     rows, ref_rows, config = _seeds(recipe, seeds, overrides, reference, callback)
     out = _speedrun_result(recipe, device, target, rows, config, excluded)
+    out["load_average_before"] = load_before
     if device == "cpu":
         out["roofline"] = _roofline(config, out["train_s"]["median"])
     if reference:
         out["reference"] = _reference_result(ref_rows)
         out["speedup_vs_reference"] = out["reference"]["train_s"]["mean"] / out["train_s"]["mean"]
-    out["load_average_before"] = load_before
     if baseline:
         emit({"event": "baseline_start"})
         torch.set_num_threads(out["threads"])  # the same threads as the recipe: a fair ratio
@@ -239,8 +237,7 @@ def speedrun(
     if commands:
         emit({"event": "commands_start"})
         out["commands"] = _command_result(recipe, overrides, commands)
-    out["load_average_after"] = load_average()
-    return out
+    return {**out, "load_average_after": load_average()}
 
 
 def _command_result(recipe: str, overrides: dict, runs: int) -> dict:

@@ -23,6 +23,7 @@ from cnnlab.errors import ConfigError, DatasetFormatError, ImageInputError
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
 MEMORY_BUDGET = 2 << 30  # bytes of decoded uint8 one split may keep in memory (2 GiB)
+MIN_SIDE, MAX_SIDE = 4, 1024  # smaller is not an image; larger outgrows any model here
 Progress = Callable[[int, int], None]  # (images decoded so far, images in the split)
 
 
@@ -106,6 +107,8 @@ class ImageFolderDataset(Dataset):
             raise ConfigError(f"image folder {root} not found (expected class subfolders)")
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, not {channels}")
+        if not MIN_SIDE <= image_size <= MAX_SIDE:
+            raise ConfigError(f"image size must be {MIN_SIDE}..{MAX_SIDE} pixels, not {image_size}")
         has_splits = (root / "train").is_dir() and (root / "test").is_dir()
         class_root = root / "train" if has_splits else root
         classes = _class_folders(class_root)

@@ -25,6 +25,7 @@ IMAGEFOLDER_PREFIX = "imagefolder:"
 MEMORY_BUDGET = 2 << 30  # bytes of decoded uint8 one split may keep in memory (2 GiB)
 MIN_SIDE, MAX_SIDE = 4, 1024  # smaller is not an image; larger outgrows any model here
 Progress = Callable[[int, int], None]  # (images decoded so far, images in the split)
+PROGRESS_CALLS = 100  # about this many per split, so a job's progress stream stays small
 
 
 class StreamingWarning(UserWarning):
@@ -84,9 +85,10 @@ class ImageFolderDataset(Dataset):
     With them, classes are matched by name: test/ uses train/'s class list (a test class that
     train/ lacks is refused). Images are converted to `channels` and fitted into `image_size`
     squares. Every image is decoded once, when the split is built (`progress(done, total)` is
-    called as it goes): a bad file is refused, named, before any training, and the decoded split
-    is kept in memory as `images` (`in_memory` is then True) when it fits in `memory_budget`
-    bytes; a larger split is decoded again from disk every epoch, with a `StreamingWarning`.
+    called about a hundred times as it goes): a bad file is refused, named, before any
+    training, and the decoded split is kept in memory as `images` (`in_memory` is then True)
+    when it fits in `memory_budget` bytes; a larger split is decoded again from disk every
+    epoch, with a `StreamingWarning`.
     """
 
     def __init__(
@@ -137,7 +139,7 @@ class ImageFolderDataset(Dataset):
         n, (c, h, w) = len(self.samples), self.info.image_shape
         nbytes = n * c * h * w
         keep = torch.empty((n, c, h, w), dtype=torch.uint8) if nbytes <= memory_budget else None
-        bad = []
+        bad, step = [], max(1, n // PROGRESS_CALLS)
         for i in range(n):
             try:
                 image = self._decode(i)
@@ -146,7 +148,7 @@ class ImageFolderDataset(Dataset):
             else:
                 if keep is not None:
                     keep[i] = image
-            if progress is not None:
+            if progress is not None and ((i + 1) % step == 0 or i + 1 == n):
                 progress(i + 1, n)
         if bad:
             more = f" ({len(bad)} bad files in this split)" if len(bad) > 1 else ""

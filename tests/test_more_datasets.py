@@ -250,3 +250,52 @@ def test_cnn_and_resnet_take_cifar_shaped_batches(tmp_path, monkeypatch, model):
     net = get_model(model, test.info.image_shape, test.info.num_classes)
     x, _ = next(iter(make_batches(test, 4, test.info.mean, test.info.std)))
     assert x.shape == (4, 3, 32, 32) and net(x).shape == (4, 10)
+
+
+def write_published(name: str, root) -> dict:
+    """Small generated files of a dataset, as published, under root: name -> path."""
+    y = (np.arange(20) % 10).astype(np.uint8)
+    if name == "kmnist":
+        return write_idx_gz(
+            root / "KMNIST" / "raw",
+            {
+                "train-images-idx3-ubyte.gz": images(20, 1),
+                "train-labels-idx1-ubyte.gz": y,
+                "t10k-images-idx3-ubyte.gz": images(20, 2),
+                "t10k-labels-idx1-ubyte.gz": y,
+            },
+        )
+    if name == "qmnist":
+        t = np.zeros((20, 8), dtype=np.int32)
+        t[:, 0] = y
+        return write_idx_gz(
+            root / "QMNIST" / "raw",
+            {
+                "qmnist-train-images-idx3-ubyte.gz": images(20, 1),
+                "qmnist-train-labels-idx2-int.gz": t,
+                "qmnist-test-images-idx3-ubyte.gz": images(20, 2),
+                "qmnist-test-labels-idx2-int.gz": t,
+            },
+        )
+    if name.startswith("emnist"):
+        subset, labels = ("letters", y + 1) if name == "emnist-letters" else ("digits", y)
+        archive = root / "EMNIST" / "raw" / "gzip.zip"
+        write_emnist_zip(
+            archive, subset, {"train": (images(20, 1), labels), "test": (images(20, 2), labels)}
+        )
+        return {"gzip.zip": archive}
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+    write_cifar_tar(
+        root / "cifar-10-binary.tar.gz", {n: cifar_records(4, i)[0] for i, n in enumerate(names)}
+    )
+    return {"cifar-10-binary.tar.gz": root / "cifar-10-binary.tar.gz"}
+
+
+@pytest.mark.parametrize("name", ["kmnist", "emnist-digits", "emnist-letters", "qmnist", "cifar10"])
+def test_data_info_and_show_work_for_each(tmp_path, monkeypatch, capsys, name):
+    register(monkeypatch, name, write_published(name, tmp_path), tmp_path)
+    assert main(["data", "info", "--dataset", name]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{name}: ") and "images per class:" in out
+    assert main(["data", "show", "--dataset", name, "--n", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert (tmp_path / "s.png").is_file()

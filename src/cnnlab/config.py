@@ -43,6 +43,10 @@ class TrainConfig:
     model: str = option("cnn", "model name, see `cnnlab models`")
     model_kwargs: dict = option({}, "builder options as JSON, e.g. '{\"width\": 32}'", metavar="JSON")
     dataset: str = option("mnist", "mnist, fashion-mnist or imagefolder:PATH")
+    image_size: int | None = option(
+        None, "image folders: fit each image into an N x N square (default: 28)"
+    )
+    channels: int | None = option(None, "image folders: 1 (grey) or 3 (colour) (default: 1)")
     epochs: int = option(3, "passes over the training set")
     batch_size: int = option(
         128,

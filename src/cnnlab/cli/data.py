@@ -4,15 +4,63 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
-from cnnlab.cli.output import format_table, print_json
+from cnnlab.cli.output import format_table, print_json, progress_enabled
+
+DATASET_HELP = (
+    "mnist, fashion-mnist, kmnist, emnist-digits, emnist-letters, qmnist, cifar10 "
+    "or imagefolder:PATH (default: mnist)"
+)
 
 
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--dataset", default="mnist", help="mnist, fashion-mnist or imagefolder:PATH (default: mnist)"
-    )
+    p.add_argument("--dataset", default="mnist", help=DATASET_HELP)
     p.add_argument("--root", default=None, help="data root (default: $CNNLAB_DATA or ~/.cache/cnnlab)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="image folders: fit each image into an N x N square (default: 28)",
+    )
+    p.add_argument(
+        "--channels", type=int, default=None, help="image folders: 1 (grey) or 3 (colour) (default: 1)"
+    )
+
+
+class DecodeBar:
+    """A tqdm bar over an image folder's one decoding pass (terminal only, not with --quiet)."""
+
+    def __init__(self, args, split: str):
+        self.enabled, self.split, self.bar = progress_enabled(args), split, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            desc = f"decoding {self.split}"
+            self.bar = tqdm(total=total, desc=desc, unit="img", leave=False, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.bar.close()
+
+
+def load_split(args, split: str):
+    """A split of `--dataset`, image folders decoded with `--image-size`/`--channels` and a bar."""
+    from cnnlab.data.datasets import IMAGEFOLDER_PREFIX, load_dataset
+    from cnnlab.errors import ConfigError
+
+    given = {k: getattr(args, k) for k in ("image_size", "channels") if getattr(args, k) is not None}
+    if not args.dataset.startswith(IMAGEFOLDER_PREFIX):
+        if given:
+            raise ConfigError(
+                f"--image-size and --channels apply to image folders only, not {args.dataset}"
+            )
+        return load_dataset(args.dataset, split, args.root)
+    return load_dataset(args.dataset, split, args.root, progress=DecodeBar(args, split), **given)
 
 
 def register(sub, common) -> None:
@@ -45,16 +93,15 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-def describe(dataset: str, root, batch_size: int) -> dict:
+def describe(args, batch_size: int) -> dict:
     """The facts `data info` prints, as a dict."""
-    from cnnlab.data.datasets import load_dataset
     from cnnlab.errors import ConfigError
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, not {batch_size}")
     splits = {}
     for split in ("train", "test"):
-        ds = load_dataset(dataset, split, root)
+        ds = load_split(args, split)
         splits[split] = {
             "images": len(ds),
             "batches": math.ceil(len(ds) / batch_size),
@@ -75,7 +122,7 @@ def describe(dataset: str, root, batch_size: int) -> dict:
 
 
 def cmd_info(args) -> int:
-    facts = describe(args.dataset, args.root, args.batch_size)
+    facts = describe(args, args.batch_size)
     if args.json:
         print_json(facts)
         return 0
@@ -100,13 +147,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_show(args) -> int:
-    from cnnlab.data.datasets import load_dataset
     from cnnlab.errors import ConfigError
     from cnnlab.figures import image_grid
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, not {args.n}")
-    ds = load_dataset(args.dataset, args.split, args.root)
+    ds = load_split(args, args.split)
     n = min(args.n, len(ds))
     images = [ds[i][0] for i in range(n)]
     titles = [f"label: {ds.classes[int(ds.targets[i])]}" for i in range(n)]

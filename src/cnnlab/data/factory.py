@@ -129,14 +129,35 @@ def _check_batch_size(config: TrainConfig, images: int, world_size: int) -> None
         )
 
 
+def folder_options(config: TrainConfig, progress=None) -> dict:
+    """The image-folder options of a config (`--image-size`, `--channels`); none for other datasets."""
+    from cnnlab.data.datasets import IMAGEFOLDER_PREFIX
+
+    pairs = (("image_size", config.image_size), ("channels", config.channels))
+    given = {k: v for k, v in pairs if v is not None}
+    if not config.dataset.startswith(IMAGEFOLDER_PREFIX):
+        if given:
+            flags = " and ".join("--" + k.replace("_", "-") for k in given)
+            raise ConfigError(f"{flags} apply to image folders only, not to {config.dataset}")
+        return {}
+    return {**given, "progress": progress} if progress else given
+
+
 def load_batches(
-    config: TrainConfig, device: torch.device, rank: int = 0, world_size: int = 1
+    config: TrainConfig, device: torch.device, rank: int = 0, world_size: int = 1, progress=None
 ) -> Splits:
-    """The train, validation and test batches of a config: this rank's shard of each."""
+    """The train, validation and test batches of a config: this rank's shard of each.
+
+    `progress(split, decoded, total)`, when given, follows an image folder's one decoding pass.
+    """
     from cnnlab.data.datasets import load_dataset
 
-    train_set, val_set = _train_and_val(config, load_dataset(config.dataset, "train", config.data_root))
-    test_set = load_dataset(config.dataset, "test", config.data_root)
+    def options(split: str) -> dict:
+        return folder_options(config, progress and (lambda done, total: progress(split, done, total)))
+
+    train_set = load_dataset(config.dataset, "train", config.data_root, **options("train"))
+    train_set, val_set = _train_and_val(config, train_set)
+    test_set = load_dataset(config.dataset, "test", config.data_root, **options("test"))
     info = train_set.info
     mean, std = input_normalisation(config, info)
     _check_batch_size(config, len(train_set), world_size)

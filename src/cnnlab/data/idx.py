@@ -91,33 +91,47 @@ def read_idx(path: str | os.PathLike, max_bytes: int = MAX_DATA_BYTES) -> np.nda
     path = os.fspath(path)
     try:
         with _open(path) as stream:
-            magic = stream.read(4)
-            dtype, ndim = parse_header(magic, path)
-            dims_raw = _read_exact(stream, 4 * ndim, path, "dimension list")
-            dims = struct.unpack(f">{ndim}I", dims_raw)
-            for i, d in enumerate(dims):
-                if d == 0:
-                    raise _fail(path, f"dimension {i} is 0")
-                if d > MAX_DIM:
-                    raise _fail(path, f"dimension {i} is {d}, larger than the limit {MAX_DIM}")
-            nbytes = math.prod(dims) * dtype.itemsize
-            if nbytes > max_bytes:
-                raise _fail(path, f"data would take {nbytes} bytes, over the limit {max_bytes}")
-            data = _read_exact(stream, nbytes, path, "data")
-            if stream.read(1):
-                raise _fail(path, f"trailing bytes after the {nbytes} data bytes")
-    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-        raise _fail(path, f"corrupt gzip stream ({e or type(e).__name__})") from None
+            return read_idx_stream(stream, path, max_bytes)
     except FileNotFoundError:
         raise DatasetFormatError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise DatasetFormatError(f"{path}: is a directory, not an IDX file") from None
+
+
+def read_idx_stream(stream: BinaryIO, path, max_bytes: int = MAX_DATA_BYTES) -> np.ndarray:
+    """Read one IDX array from an open (already decompressed) stream; `path` names it in errors.
+
+    Raises:
+        DatasetFormatError: on any malformation, a corrupt gzip stream included.
+    """
+    try:
+        magic = stream.read(4)
+        dtype, ndim = parse_header(magic, path)
+        dims_raw = _read_exact(stream, 4 * ndim, path, "dimension list")
+        dims = struct.unpack(f">{ndim}I", dims_raw)
+        for i, d in enumerate(dims):
+            if d == 0:
+                raise _fail(path, f"dimension {i} is 0")
+            if d > MAX_DIM:
+                raise _fail(path, f"dimension {i} is {d}, larger than the limit {MAX_DIM}")
+        nbytes = math.prod(dims) * dtype.itemsize
+        if nbytes > max_bytes:
+            raise _fail(path, f"data would take {nbytes} bytes, over the limit {max_bytes}")
+        data = _read_exact(stream, nbytes, path, "data")
+        if stream.read(1):
+            raise _fail(path, f"trailing bytes after the {nbytes} data bytes")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise _fail(path, f"corrupt gzip stream ({e or type(e).__name__})") from None
     return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def read_images(path: str | os.PathLike) -> np.ndarray:
     """Read an image file: uint8 of shape (N, H, W) or (N, C, H, W)."""
-    arr = read_idx(path)
+    return check_images(read_idx(path), path)
+
+
+def check_images(arr: np.ndarray, path) -> np.ndarray:
+    """Refuse an image array that is not uint8 (N, [C,] H, W); `path` names it."""
     if arr.dtype != np.uint8:
         raise _fail(path, f"images must be unsigned bytes, found {arr.dtype}")
     if arr.ndim not in (3, 4):
@@ -130,7 +144,12 @@ def read_labels(path: str | os.PathLike, num_classes: int) -> np.ndarray:
     arr = read_idx(path)
     if arr.dtype != np.uint8 or arr.ndim != 1:
         raise _fail(path, f"labels must be a 1-D array of bytes, found {arr.ndim}-D {arr.dtype}")
-    bad = np.flatnonzero(arr >= num_classes)
+    return check_label_range(arr, path, num_classes)
+
+
+def check_label_range(arr: np.ndarray, path, num_classes: int) -> np.ndarray:
+    """Refuse labels outside 0..num_classes - 1; `path` names the file."""
+    bad = np.flatnonzero((arr < 0) | (arr >= num_classes))
     if bad.size:
         i = int(bad[0])
         raise _fail(path, f"label {int(arr[i])} at index {i} is outside 0..{num_classes - 1}")

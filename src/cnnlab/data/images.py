@@ -24,6 +24,26 @@ WEB_MAX_PIXELS = 2048 * 2048  # per web request: bounds a request's memory, a dr
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
+def _read_source(source: str | os.PathLike | bytes, name: str | None) -> tuple[str, bytes]:
+    """(the label for messages, at most MAX_FILE_BYTES + 1 bytes of the file or the bytes)."""
+    if isinstance(source, bytes | bytearray):
+        return name or "upload", bytes(source)
+    label = name or os.fspath(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ImageInputError(f"{label}: not a file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ImageInputError(
+            f"{label}: {size} bytes, over the {MAX_FILE_BYTES} byte limit", "too_large"
+        )
+    try:  # at most one byte over the cap: a /proc file may say 0 bytes and never end
+        with path.open("rb") as f:
+            return label, f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:  # no permission, an I/O error (e.g. /proc/self/mem), a vanished file
+        raise ImageInputError(f"{label}: cannot read the file ({e.strerror or e})") from None
+
+
 def open_image(
     source: str | os.PathLike | bytes, name: str | None = None, *, max_pixels: int = MAX_PIXELS
 ) -> Image.Image:
@@ -38,24 +58,7 @@ def open_image(
         max_pixels: the pixel cap. A JPEG over it is decoded at 1/2, 1/4 or 1/8 scale to fit
             under it (when that suffices); any other image over it is refused.
     """
-    if isinstance(source, bytes | bytearray):
-        label = name or "upload"
-        data = bytes(source)
-    else:
-        label = name or os.fspath(source)
-        path = Path(source)
-        if not path.is_file():
-            raise ImageInputError(f"{label}: not a file")
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageInputError(
-                f"{label}: {size} bytes, over the {MAX_FILE_BYTES} byte limit", "too_large"
-            )
-        try:  # at most one byte over the cap: a /proc file may say 0 bytes and never end
-            with path.open("rb") as f:
-                data = f.read(MAX_FILE_BYTES + 1)
-        except OSError as e:  # no permission, an I/O error (e.g. /proc/self/mem), a vanished file
-            raise ImageInputError(f"{label}: cannot read the file ({e.strerror or e})") from None
+    label, data = _read_source(source, name)
     if not data:
         raise ImageInputError(f"{label}: empty file (0 bytes)", "empty")
     if len(data) > MAX_FILE_BYTES:

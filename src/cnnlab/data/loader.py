@@ -21,10 +21,24 @@ class LoaderBatches:
     what they mean for InMemoryBatches.
     """
 
-    def __init__(self, dataset, batch_size: int, mean, std, *, shuffle=False, seed=0,
-                 augment: Augment | None = None, channels_last=False, device="cpu",
-                 subset: int | None = None, workers: int = 2, rank: int = 0, world_size: int = 1,
-                 even_shards: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        mean,
+        std,
+        *,
+        shuffle=False,
+        seed=0,
+        augment: Augment | None = None,
+        channels_last=False,
+        device="cpu",
+        subset: int | None = None,
+        workers: int = 2,
+        rank: int = 0,
+        world_size: int = 1,
+        even_shards: bool = True,
+    ):
         if not 0 <= rank < world_size:
             raise ConfigError(f"rank {rank} is outside a world of {world_size} process(es)")
         self.dataset, self.batch_size, self.shuffle, self.seed = dataset, batch_size, shuffle, seed
@@ -47,9 +61,14 @@ class LoaderBatches:
         if self.shuffle:
             # DistributedSampler seeds randperm with seed + epoch: the same permutation as
             # InMemoryBatches, in one process or many
-            sampler = DistributedSampler(_Uint8View(self.dataset, self.n), self.world_size,
-                                         self.rank, shuffle=True, seed=self.seed * 1_000_003,
-                                         drop_last=self.even_shards)  # fmt: skip
+            sampler = DistributedSampler(
+                _Uint8View(self.dataset, self.n),
+                self.world_size,
+                self.rank,
+                shuffle=True,
+                seed=self.seed * 1_000_003,
+                drop_last=self.even_shards,
+            )
             sampler.set_epoch(self.epoch)
             return sampler
         end = (self.n // self.world_size) * self.world_size if self.even_shards else self.n
@@ -70,9 +89,13 @@ class LoaderBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(_Uint8View(self.dataset, self.n), batch_size=self.batch_size,
-                            sampler=self._sampler(), num_workers=self.workers,
-                            persistent_workers=False)  # fmt: skip
+        loader = DataLoader(
+            _Uint8View(self.dataset, self.n),
+            batch_size=self.batch_size,
+            sampler=self._sampler(),
+            num_workers=self.workers,
+            persistent_workers=False,
+        )
         g = torch.Generator().manual_seed(augment_seed(self.seed, self.epoch, self.rank))
         for x, y in loader:
             x = x.float()  # (B, C, H, W) in 0..255

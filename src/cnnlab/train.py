@@ -204,7 +204,10 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
         )
     torch.manual_seed(config.seed)  # the initial weights and dropout masks
     with distributed.local_main_first(ctx):  # one process per machine fetches the files
-        splits = load_batches(config, ctx.device, ctx.rank, ctx.world_size)
+        decoding = lambda split, done, total: emit(  # noqa: E731 (an image folder's one pass)
+            {"event": "decode", "split": split, "done": done, "total": total}
+        )
+        splits = load_batches(config, ctx.device, ctx.rank, ctx.world_size, progress=decoding)
     train_batches, info = splits.train, splits.info
     model = get_model(config.model, info.image_shape, info.num_classes, **config.model_kwargs).to(
         ctx.device

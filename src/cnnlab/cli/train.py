@@ -107,9 +107,22 @@ class Progress:
                 f"images{held}, {event['steps']} steps/epoch) on {where}{again}",
                 flush=True,
             )
+        elif kind == "decode" and self.bars:
+            self._decode_bar(event)
         elif kind == "warning":
             print(f"cnnlab: warning: {event['message']}", file=sys.stderr)
         elif kind == "interrupted":
+            self.close()
+
+    def _decode_bar(self, event: dict) -> None:
+        """An image folder decoded once into memory: one bar per split."""
+        from tqdm import tqdm
+
+        if self.bar is None:
+            desc = f"{self.label}decoding {event['split']} images"
+            self.bar = tqdm(total=event["total"], desc=desc, unit="img", leave=False, file=sys.stderr)
+        self.bar.update(event["done"] - self.bar.n)
+        if event["done"] >= event["total"]:
             self.close()
 
     def close(self) -> None:

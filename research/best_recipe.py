@@ -37,6 +37,7 @@ def main() -> None:
     seeds = 1 if args.quick else args.seeds
     threads = args.threads or (1 if args.quick else None)  # spinning threads stall on a busy machine
     base = {"device": "cpu", "threads": threads, "epochs": args.epochs, "dataset": args.dataset, **quick}
+    base.update(common.held_out(args))
     variants = {
         name: lambda seed, o=over: cnnlab.make_config("best", seed=seed, **{**base, **o})
         for name, over in VARIANTS.items()

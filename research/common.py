@@ -29,7 +29,26 @@ def parser(doc: str, seeds: int) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="CPU threads (default: one per core; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small subset, 1 seed, 1 thread: a smoke test")
     p.add_argument("--out", type=Path, default=OUT, help=f"folder for NAME.json (default: {OUT})")
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=5000,
+        help="training images held out to judge the variants on; 0: judge on test (default: 5000)",
+    )
     return p
+
+
+def warm_up(settings: dict) -> None:
+    """One short untimed run: oneDNN generates its kernels once per process."""
+    settings = {k: v for k, v in settings.items() if k not in ("val_split", "train_subset")}
+    fit_one(cnnlab.make_config("fast", train_subset=4096, **settings))
+
+
+def held_out(args: argparse.Namespace) -> dict:
+    """The validation split the variants are judged on (smaller for --quick runs)."""
+    if not args.val_split:
+        return {}
+    return {"val_split": min(args.val_split, 1000) if args.quick else args.val_split}
 
 
 def machine() -> dict:

@@ -34,8 +34,8 @@ def main() -> None:
     subset = {"train_subset": 10_000, "test_subset": 2_000} if args.quick else {}
     seeds = 1 if args.quick else args.seeds
     threads = args.threads or (1 if args.quick else None)  # spinning threads stall on a busy machine
-    base = {"device": "cpu", "threads": threads, **subset}
-    common.fit_one(cnnlab.make_config("fast", **{**base, "train_subset": 4096}))  # oneDNN kernels, once
+    base = {"device": "cpu", "threads": threads, **subset, **common.held_out(args)}
+    common.warm_up(base)
     variants = {
         name: lambda seed, o=over: cnnlab.make_config("fast", seed=seed, **base, **o)
         for name, over in VARIANTS.items()

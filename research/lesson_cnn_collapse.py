@@ -33,7 +33,7 @@ def main() -> None:
     subset = {"train_subset": 6_400, "test_subset": 2_000} if args.quick else {}
     seeds = 2 if args.quick else args.seeds
     threads = args.threads or (1 if args.quick else None)  # spinning threads stall on a busy machine
-    base = {"device": "cpu", "threads": threads, **subset}
+    base = {"device": "cpu", "threads": threads, **subset, **common.held_out(args)}
     variants = {
         name: lambda seed, o=over: cnnlab.make_config("lesson-cnn", seed=seed, **base, **o)
         for name, over in VARIANTS.items()

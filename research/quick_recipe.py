@@ -46,8 +46,8 @@ def main() -> None:
     subset = {"train_subset": 10_000, "test_subset": 2_000} if args.quick else {}
     seeds = 1 if args.quick else args.seeds
     threads = args.threads or (1 if args.quick else None)
-    base = {"device": "cpu", "threads": threads, "val_split": 1000 if args.quick else 5000, **subset}
-    common.fit_one(cnnlab.make_config("fast", **{**base, "train_subset": 4096, "val_split": None}))
+    base = {"device": "cpu", "threads": threads, **subset, **common.held_out(args)}
+    common.warm_up(base)
     variants = {
         name: lambda seed, r=recipe, o=over: cnnlab.make_config(r, seed=seed, **{**base, **o})
         for name, (recipe, over) in VARIANTS.items()

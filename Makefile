@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-packages
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages demo test test-fast bench fuzz serve lint clean
+.PHONY: help setup system-packages demo test test-fast bench bench-record notebook fuzz serve lint clean
 
 help:
 	@echo "make demo   - set up, then compare the lesson's MLP with a CNN on MNIST (runs/demo)"
@@ -58,8 +58,12 @@ test: setup system-packages
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
+# results under runs/bench (untracked); bench-record rewrites the committed figures on purpose
 bench: setup
 	$(BIN)/cnnlab bench all
+
+bench-record: setup
+	$(BIN)/cnnlab bench all --record
 
 fuzz: setup
 	CNNLAB_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest tests -m fuzz $(PYTEST_ARGS)

@@ -44,7 +44,6 @@ SKIPPED = [
     (r"^make bench\b", "minutes of benchmarks; `cnnlab bench` and --record are tested in test_bench.py"),
     (r"^make (lint|serve|fuzz|notebook)\b", "development targets, run by `make` itself, not the reader"),
     (r"^torchrun --nnodes", "needs two machines"),
-    (r"^torchrun ", "four processes on two shared cores; tests/test_distributed.py runs torchrun"),
     (r"^pip install|^jupyter lab", "installs from the network / opens an interactive server"),
 ]
 CUDA_ONLY = re.compile(r"--device cuda\b")

@@ -71,6 +71,13 @@ bench: setup
 bench-record: setup
 	$(BIN)/cnnlab bench all --record
 
+# the executed copy goes to runs/ (jupyter's --output is relative to the notebook's folder)
+notebook: setup
+	mkdir -p runs/notebook
+	$(BIN)/jupyter execute notebooks/lesson.ipynb --output ../runs/notebook/lesson
+	@echo "executed: runs/notebook/lesson.ipynb (notebooks/lesson.ipynb stays as committed)"
+	@echo "to work in it: $(BIN)/pip install -e '.[notebook]'; then $(BIN)/jupyter lab notebooks/lesson.ipynb"
+
 fuzz: setup
 	CNNLAB_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest tests -m fuzz $(PYTEST_ARGS)
 

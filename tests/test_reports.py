@@ -43,3 +43,21 @@ def test_no_text_of_an_explanation_figure_overlaps_another(explanation, tmp_path
     write_explanation(explanation, tmp_path / "explain")
     assert "01_input.png" in checked and len(checked) >= 3
     assert all(not pairs for pairs in checked.values()), {k: v for k, v in checked.items() if v}
+
+
+@pytest.mark.parametrize(
+    ("count", "total", "text"),
+    [
+        (1000, 1000, "100"),
+        (999, 1000, ">99"),  # one error: never "100"
+        (995, 1000, ">99"),
+        (994, 1000, "99"),
+        (500, 1000, "50"),
+        (5, 1000, "<1"),  # rounds to 0 or 1, but some images are there
+        (1, 1000, "<1"),
+        (10, 1000, "1"),
+        (0, 1000, "0"),
+    ],
+)
+def test_confusion_percentages_never_round_to_100_or_0(count, total, text):
+    assert figures.percent_text(count, total) == text

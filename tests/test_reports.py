@@ -4,6 +4,7 @@ compare's settings and its summary sentence."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -61,3 +62,37 @@ def test_no_text_of_an_explanation_figure_overlaps_another(explanation, tmp_path
 )
 def test_confusion_percentages_never_round_to_100_or_0(count, total, text):
     assert figures.percent_text(count, total) == text
+
+
+def test_compare_trains_mlp_with_the_lesson_settings_the_demo_uses():
+    from cnnlab.cli.compare import with_lesson_settings
+    from cnnlab.config import make_config
+    from cnnlab.reports.demo import demo_configs
+
+    per_model = with_lesson_settings(["mlp", "lesson-cnn", "cnn"], {"epochs": 2}, {})
+    assert set(per_model) == {"mlp"}  # the other models keep the shared defaults
+    compared = make_config(None, epochs=2, model="mlp", **per_model["mlp"])
+    base, demo = demo_configs()
+    assert compared == replace(base, model="mlp", **demo["mlp"])
+    assert (compared.lr, compared.batch_size, compared.normalize) == (0.01, 64, False)
+    # a flag wins over the lesson's value, shared or per model
+    assert with_lesson_settings(["mlp"], {"lr": 0.1}, {})["mlp"].get("lr") is None
+    assert with_lesson_settings(["mlp"], {}, {"mlp": {"batch_size": 8}})["mlp"]["batch_size"] == 8
+
+
+def _row(name: str, errors: int, params: int = 1000, macs: int = 1000):
+    from cnnlab.config import TrainConfig
+    from cnnlab.reports.compare import ComparedModel
+
+    acc = 1 - errors / 10_000
+    return ComparedModel(name, None, params, macs, 1.0, 1.0, acc, 0.1, errors, TrainConfig())
+
+
+def test_the_summary_sentence_names_every_compared_model():
+    from cnnlab.reports.compare import lesson_sentence
+
+    text = lesson_sentence([_row("mlp", 246), _row("lesson-cnn", 150), _row("cnn", 90, 2000)])
+    assert "cnn made 90 test errors against mlp's 246" in text
+    assert "lesson-cnn, 150 errors (98.50 %)" in text
+    two = lesson_sentence([_row("mlp", 246), _row("cnn", 90)])
+    assert "In between" not in two and "mlp" in two and "cnn" in two

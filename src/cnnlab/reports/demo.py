@@ -11,8 +11,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from cnnlab.config import RECIPES, TrainConfig
-from cnnlab.reports.compare import ComparedModel, compare_models
+from cnnlab.config import TrainConfig
+from cnnlab.reports.compare import ComparedModel, compare_models, lesson_settings
 from cnnlab.train import Callback
 
 SAMPLES = "samples.png"
@@ -32,13 +32,7 @@ def demo_configs(
     base = TrainConfig(dataset="mnist", seed=0, epochs=2, threads=threads, device=device)
     base = replace(base, **budget)
     base.validate()
-    mlp = {k: v for k, v in lesson_mlp_settings().items() if k not in budget}
-    return base, {"mlp": mlp}
-
-
-def lesson_mlp_settings() -> dict:
-    """The lesson-mlp recipe's settings but its model name: what `mlp` trains with in the demo."""
-    return {k: v for k, v in RECIPES["lesson-mlp"].items() if k != "model"}
+    return base, {"mlp": lesson_settings("mlp", explicit=budget)}
 
 
 def run_demo(

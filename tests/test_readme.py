@@ -27,9 +27,10 @@ README = ROOT / "README.md"
 COPIED = ("examples",)  # what the commands read from the repository
 BUDGET = "--train-subset 2000 --test-subset 500 --epochs 1"
 
-# Appended to a matching line: small budgets for 2 cores; nothing else in a command changes.
+# Appended to a matching line: small budgets for 2 cores; nothing else in a command changes. A
+# line giving its own --train-subset keeps it (the lesson CNN's collapse depends on it).
 BUDGETS = [
-    (re.compile(r"\bcnnlab (train|compare|demo)\b(?!.*--resume)"), BUDGET),
+    (re.compile(r"\bcnnlab (train|compare|demo)\b(?!.*--resume)(?!.*--train-subset)"), BUDGET),
     (
         re.compile(r"\bcnnlab bench (speedrun|all)\b"),
         "--seeds 1 --train-subset 2000 --test-subset 500 --no-baseline",
@@ -127,6 +128,7 @@ def test_comments_and_continuations_are_read():
     assert expected_code("nothing fits: exits 1") == 1 and expected_code("12 exits") == 0
     assert with_budget("make demo") == f"cnnlab demo {BUDGET}"
     assert with_budget("cnnlab train --resume runs/cnn") == "cnnlab train --resume runs/cnn"
+    assert with_budget("cnnlab train --train-subset 64") == "cnnlab train --train-subset 64"
 
 
 class Server:

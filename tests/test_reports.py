@@ -96,3 +96,13 @@ def test_the_summary_sentence_names_every_compared_model():
     assert "lesson-cnn, 150 errors (98.50 %)" in text
     two = lesson_sentence([_row("mlp", 246), _row("cnn", 90)])
     assert "In between" not in two and "mlp" in two and "cnn" in two
+
+
+def test_report_says_1_epoch_not_1_epochs(tmp_path):
+    from cnnlab.reports.compare import write_report
+
+    one, two = _row("mlp", 246), _row("cnn", 90)
+    one.run_dir, two.run_dir = tmp_path / "mlp", tmp_path / "cnn"
+    one.config, two.config = replace(one.config, epochs=1), replace(two.config, epochs=2)
+    text = write_report([one, two], tmp_path, "t").read_text()
+    assert "1 epoch," in text and "2 epochs," in text and "1 epochs" not in text

@@ -101,7 +101,8 @@ def _speedrun_md(r: dict) -> list[str]:
         b = r["baseline"]
         lines += [
             "",
-            f"Baseline in the same run ({b['what']}), {b['epochs']} epoch, on "
+            f"Baseline in the same run ({b['what']}), {b['epochs']} epoch"
+            f"{'' if b['epochs'] == 1 else 's'}, on "
             f"{b.get('device', 'cpu')}, {b['threads']} CPU thread(s): "
             f"{b['train_s']:.1f} s -> {100 * b['test_acc']:.2f} %."
             f" Speedup: **{r['speedup_vs_baseline']:.1f}x**.",

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -86,6 +87,8 @@ def skip_reason(command: str) -> str | None:
     for pattern, reason in SKIPPED:
         if re.search(pattern, command):
             return reason
+    if command.startswith("curl ") and shutil.which("curl") is None:
+        return "curl is not installed"
     if CUDA_ONLY.search(command):
         import torch
 

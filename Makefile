@@ -8,15 +8,21 @@ STAMP  := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-packages
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages demo test test-fast bench fuzz serve lint clean
+.PHONY: help setup system-packages demo test test-fast bench bench-record notebook fuzz serve lint clean
 
+# Times are rough, for 2 cores of the two CPUs seen so far: Zen 5 (AVX-512 BF16) and Zen 3 (AVX2).
 help:
-	@echo "make demo   - set up, then compare the lesson's MLP with a CNN on MNIST (runs/demo)"
-	@echo "make test   - set up, then run the whole test suite (real MNIST and the browser too)"
-	@echo "make test-fast - only the fast tests"
-	@echo "make bench  - benchmarks (results in benchmarks/)"
-	@echo "make serve  - the draw-a-digit web app on http://127.0.0.1:8000"
-	@echo "make lint   - ruff"
+	@echo "make setup      - .venv with cnnlab and its tools (a few minutes of pip, once)"
+	@echo "make demo       - set up, then compare the lesson's MLP with a CNN on MNIST (runs/demo):"
+	@echo "                  under 3 min on Zen 5 after setup"
+	@echo "make test       - set up, then the whole suite (real MNIST, the notebook, the browser,"
+	@echo "                  every README command): longer than test-fast (not timed end to end)"
+	@echo "make test-fast  - only the fast tests: ~5.5 min on Zen 3"
+	@echo "make bench      - benchmarks into runs/bench/ (untracked): minutes (not timed end to end)"
+	@echo "make bench-record - the same, rewriting the committed benchmarks/results and BENCHMARKS.md"
+	@echo "make notebook   - run notebooks/lesson.ipynb headless into runs/notebook/: ~100 s on Zen 3"
+	@echo "make serve      - the draw-a-digit web app on http://127.0.0.1:8000 (needs make demo)"
+	@echo "make lint       - ruff: seconds"
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -58,8 +64,19 @@ test: setup system-packages
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
+# results under runs/bench (untracked); bench-record rewrites the committed figures on purpose
 bench: setup
 	$(BIN)/cnnlab bench all
+
+bench-record: setup
+	$(BIN)/cnnlab bench all --record
+
+# the executed copy goes to runs/ (jupyter's --output is relative to the notebook's folder)
+notebook: setup
+	mkdir -p runs/notebook
+	$(BIN)/jupyter execute notebooks/lesson.ipynb --output ../runs/notebook/lesson
+	@echo "executed: runs/notebook/lesson.ipynb (notebooks/lesson.ipynb stays as committed)"
+	@echo "to work in it: $(BIN)/pip install -e '.[notebook]'; then $(BIN)/jupyter lab notebooks/lesson.ipynb"
 
 fuzz: setup
 	CNNLAB_FUZZ_EXAMPLES=5000 $(BIN)/python -m pytest tests -m fuzz $(PYTEST_ARGS)

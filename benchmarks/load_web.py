@@ -11,9 +11,9 @@ settings are compared within one run. Two kinds of request, each sent `--request
   - canvas: the page's own traffic, a 280x280 drawn digit as JSON {"image": data URL}.
 Each request opens its own connection, as separate users would. Reports errors (any non-200
 or failed request), p50/p95/max latency and requests/s (the median over rounds), and the
-server's CPU time per request, which other jobs on a shared machine do not inflate; appends
-them to benchmarks/BENCHMARKS.md under "## Web" with the machine named. Client and server
-share the machine's cores.
+server's CPU time per request, which other jobs on a shared machine do not inflate. Prints
+them; with --record, also appends them to benchmarks/BENCHMARKS.md under "## Web" with the
+machine named. Client and server share the machine's cores.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def get_args() -> argparse.Namespace:
                    help="torch threads per request of the servers started (default: 1)")  # fmt: skip
     p.add_argument("--requests", type=int, default=200, help="concurrent requests (default: 200)")
     p.add_argument("--rounds", type=int, default=5, help="rounds per setting (default: 5)")
+    p.add_argument(
+        "--record", action="store_true", help="append the figures to --out (default: print only)"
+    )
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "BENCHMARKS.md"),
-                   help="Markdown file to append to (default: benchmarks/BENCHMARKS.md)")  # fmt: skip
-    p.add_argument("--no-write", action="store_true", help="print only")
+                   help="the file --record appends to (default: benchmarks/BENCHMARKS.md)")  # fmt: skip
     return p.parse_args()
 
 
@@ -271,9 +273,11 @@ def main() -> int:
     print(entry)
     print(json.dumps({s: {k: {m: v for m, v in r.items() if m != "rounds"} for k, r in kinds.items()}
                       for s, kinds in results.items()}, indent=1))  # fmt: skip
-    if not args.no_write:
+    if args.record:
         append_to_web_section(Path(args.out), entry)
         print(f"appended to {args.out}")
+    else:
+        print("not recorded: --record appends these figures to benchmarks/BENCHMARKS.md")
     errors = sum(r["errors"] for kinds in results.values() for r in kinds.values())
     return 1 if errors else 0
 

@@ -224,6 +224,22 @@ def test_cli_bench_speedrun_writes_json_and_table(fake_mnist, tmp_path, capsys):
     assert "#### speedrun" in md.read_text()
 
 
+def test_cli_bench_writes_under_runs_unless_recorded(fake_mnist, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "batches", "--max-batches", "2", "--quiet"]
+    assert main(args) == 0
+    assert "runs/bench/batches.json" in capsys.readouterr().out
+    assert (tmp_path / "runs/bench/batches.json").is_file()
+    assert "#### batches" in (tmp_path / "runs/bench/BENCHMARKS.md").read_text()
+    assert not (tmp_path / "benchmarks").exists()  # the committed figures are left alone
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks/BENCHMARKS.md").write_text("# Benchmarks\n\nNotes.\n")
+    assert main([*args, "--record"]) == 0
+    assert (tmp_path / "benchmarks/results/batches.json").is_file()
+    recorded = (tmp_path / "benchmarks/BENCHMARKS.md").read_text()
+    assert "Notes." in recorded and "#### batches" in recorded
+
+
 def test_cli_bench_rejects_bad_settings(fake_mnist, tmp_path, capsys):
     assert main(["bench", "speedrun", "--seeds", "0", "--out", str(tmp_path)]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err

@@ -118,6 +118,19 @@ def _label_axes(ax_loss, ax_acc, epochs) -> None:
         ax.legend(fontsize=8)
 
 
+def percent_text(count: int, total: int) -> str:
+    """count/total as a whole percentage that never rounds to 0 or 100 when it is neither.
+
+    A class with 1 error in 1000 reads ">99", not "100"; 1 image in 1000 reads "<1", not "0".
+    """
+    if total <= 0 or count <= 0:
+        return "0"
+    rounded = round(100 * count / total)
+    if count < total and rounded >= 100:
+        return ">99"
+    return "<1" if rounded < 1 else str(rounded)
+
+
 def confusion_matrices(
     matrices: dict[str, Sequence[Sequence[int]]],
     classes: Sequence[str],
@@ -141,7 +154,7 @@ def confusion_matrices(
                         ax.text(
                             j,
                             i,
-                            f"{100 * norm[i, j]:.0f}" if norm[i, j] >= 0.005 else "<1",
+                            percent_text(int(cm[i, j]), int(cm[i].sum())),
                             ha="center",
                             va="center",
                             fontsize=7,

@@ -1,8 +1,9 @@
 """Reporting the benchmarks: result files, and the Markdown section of BENCHMARKS.md made from them.
 
-Each result dict from `cnnlab.bench.run` is saved as benchmarks/results/<benchmark>[-device|
--dataset].json; `update_markdown` rewrites only the generated section between two markers, so
-hand-written notes around it stay. Every block names the machine it ran on. Never prints.
+Each result dict from `cnnlab.bench.run` is saved as OUT/<benchmark>[-device|-dataset].json,
+OUT being runs/bench (untracked) unless the figures are recorded on purpose into
+benchmarks/results; `update_markdown` rewrites only the generated section between two markers,
+so hand-written notes around it stay. Every block names the machine it ran on. Never prints.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ RESULT_FILES = {
     "best": "best-{dataset}.json",
 }
 RESULT_ORDER = {"speedrun": 0, "batches": 1, "best": 2}  # load_results: speedruns first
+# where results go: a scratch folder by default, the committed figures only when recorded
+DEFAULT_DIR = "runs/bench"
+RECORD_DIR = "benchmarks/results"
+RECORD_MARKDOWN = "benchmarks/BENCHMARKS.md"
 MARK_BEGIN = "<!-- cnnlab bench: generated from benchmarks/results/*.json; do not edit by hand -->"
 MARK_END = "<!-- cnnlab bench: end -->"
 
 
 def result_path(result: dict, out_dir: str | os.PathLike) -> Path:
-    """benchmarks/results/<benchmark>[-device|-dataset].json for a result dict."""
+    """OUT/<benchmark>[-device|-dataset].json for a result dict."""
     name = RESULT_FILES[result["benchmark"]].format(
         device=result.get("device", "cpu"), dataset=result.get("dataset", "mnist")
     )
@@ -96,7 +101,8 @@ def _speedrun_md(r: dict) -> list[str]:
         b = r["baseline"]
         lines += [
             "",
-            f"Baseline in the same run ({b['what']}), {b['epochs']} epoch, on "
+            f"Baseline in the same run ({b['what']}), {b['epochs']} epoch"
+            f"{'' if b['epochs'] == 1 else 's'}, on "
             f"{b.get('device', 'cpu')}, {b['threads']} CPU thread(s): "
             f"{b['train_s']:.1f} s -> {100 * b['test_acc']:.2f} %."
             f" Speedup: **{r['speedup_vs_baseline']:.1f}x**.",
@@ -159,3 +165,17 @@ def update_markdown(path: str | os.PathLike, results: list[dict]) -> Path:
     else:
         text = text.rstrip("\n") + "\n\n## Latest measured figures\n\n" + block + "\n"
     return io.write_text(path, text)
+
+
+def destinations(
+    out_dir: str | None, markdown: str | None, record: bool = False
+) -> tuple[Path, Path | None]:
+    """The results folder and Markdown file (None: none) of a benchmark run.
+
+    Unset, they are runs/bench and runs/bench/BENCHMARKS.md, or with `record` the committed
+    benchmarks/results and benchmarks/BENCHMARKS.md; markdown '' means no Markdown file.
+    """
+    out = Path(out_dir or (RECORD_DIR if record else DEFAULT_DIR))
+    if markdown is None:
+        markdown = RECORD_MARKDOWN if record else str(out / "BENCHMARKS.md")
+    return out, Path(markdown) if markdown else None

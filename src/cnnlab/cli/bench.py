@@ -1,8 +1,10 @@
 """`cnnlab bench speedrun|batches|best|all`: reproducible benchmarks.
 
-Each writes its result JSON to --out (benchmarks/results) and refreshes the generated section
-of --markdown (benchmarks/BENCHMARKS.md) from every result file there. `make bench` runs
-`cnnlab bench all` (batches, then the speedrun with its lesson-loop baseline).
+Each writes its result JSON to --out and refreshes the generated section of --markdown from
+every result file there: by default runs/bench/ and runs/bench/BENCHMARKS.md (untracked);
+with --record the committed benchmarks/results/ and benchmarks/BENCHMARKS.md (run from the
+repository root). `make bench` runs `cnnlab bench all` (batches, then the speedrun with its
+lesson-loop baseline); `make bench-record` runs `cnnlab bench all --record`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ from cnnlab.cli.output import format_table, print_json
 def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
-        default="benchmarks/results",
-        help="folder for the result JSON (default: benchmarks/results)",
+        default=None,
+        help="folder for the result JSON (default: runs/bench, or benchmarks/results with --record)",
     )
     p.add_argument(
         "--markdown",
-        default="benchmarks/BENCHMARKS.md",
-        help="Markdown file whose generated section is refreshed; '' for none "
-        "(default: benchmarks/BENCHMARKS.md)",
+        default=None,
+        help="Markdown file whose generated section is refreshed; '' for none (default: "
+        "OUT/BENCHMARKS.md, or benchmarks/BENCHMARKS.md with --record)",
+    )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="update the committed figures: benchmarks/results and benchmarks/BENCHMARKS.md",
     )
     p.add_argument(
         "--root",
@@ -127,13 +134,17 @@ class _Reporter:
 
 def _finish(args, result: dict) -> None:
     from cnnlab import bench
+    from cnnlab.bench.report import destinations
 
-    path = bench.save_result(result, args.out)
-    if args.markdown:
-        bench.update_markdown(args.markdown, bench.load_results(args.out))
+    out, markdown = destinations(args.out, args.markdown, args.record)
+    path = bench.save_result(result, out)
+    if markdown:
+        bench.update_markdown(markdown, bench.load_results(out))
     if args.json:
         print_json(result)
-    print(f"result: {path}" + (f"; table: {args.markdown}" if args.markdown else ""))
+    print(f"result: {path}" + (f"; table: {markdown}" if markdown else ""))
+    if not args.record and args.out is None:
+        print("(a scratch copy; `--record` updates the committed benchmarks/results)")
 
 
 def _speedrun(args) -> dict:
@@ -223,8 +234,9 @@ def cmd_best(args) -> int:
 
 def cmd_all(args) -> int:
     from cnnlab import bench
+    from cnnlab.bench.report import destinations
 
     batches = _batches(args)
-    bench.save_result(batches, args.out)
+    bench.save_result(batches, destinations(args.out, args.markdown, args.record)[0])
     _finish(args, _speedrun(args))
     return 0

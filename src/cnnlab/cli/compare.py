@@ -1,7 +1,9 @@
 """`cnnlab compare MODEL [MODEL ...]`: same data, same seed, one report.
 
 Budgets are shared unless given per model: `--epochs 3` or `--epochs mlp=2,cnn=3` (the same
-for --lr and --batch-size).
+for --lr and --batch-size). Without --recipe, `mlp` trains with the lesson's settings (the
+lesson-mlp recipe's optimiser, lr, batch, schedule and raw inputs, as in `cnnlab demo`) except
+where a flag sets them.
 """
 
 from __future__ import annotations
@@ -57,11 +59,26 @@ def split_per_model(overrides: dict, models: list[str]) -> tuple[dict, dict[str,
     return shared, per_model
 
 
+def with_lesson_settings(models: list[str], shared: dict, per_model: dict) -> dict[str, dict]:
+    """per_model plus each model's lesson settings (`mlp`: lesson-mlp's) that no flag overrides."""
+    from cnnlab.reports.compare import lesson_settings
+
+    merged = {}
+    for name in models:
+        given = per_model.get(name, {})
+        settings = {**lesson_settings(name, explicit=[*shared, *given]), **given}
+        if settings:
+            merged[name] = settings
+    return merged
+
+
 def cmd_compare(args) -> int:
     from cnnlab.config import make_config
     from cnnlab.reports.compare import REPORT, compare_models, lesson_sentence, table_rows
 
     shared, per_model = split_per_model(config_overrides(args), args.models)
+    if args.recipe is None:
+        per_model = with_lesson_settings(args.models, shared, per_model)
     base = make_config(args.recipe, **shared)
     progress = _ModelProgress(args)
     try:

@@ -17,6 +17,11 @@ def register(sub, common) -> None:
     p.add_argument(
         "--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="(default: auto)"
     )
+    p.add_argument("--epochs", type=int, help="epochs of both models (default: 2)")
+    p.add_argument(
+        "--train-subset", type=int, help="first N training images, for quick checks (default: all)"
+    )
+    p.add_argument("--test-subset", type=int, help="first N test images (default: all)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -27,7 +32,15 @@ def cmd_demo(args) -> int:
     start = time.perf_counter()
     progress = _DemoProgress(args)
     try:
-        rows, files = run_demo(args.out, callback=progress, threads=args.threads, device=args.device)
+        rows, files = run_demo(
+            args.out,
+            callback=progress,
+            threads=args.threads,
+            device=args.device,
+            epochs=args.epochs,
+            train_subset=args.train_subset,
+            test_subset=args.test_subset,
+        )
     finally:
         progress.close()
     headers, body = table_rows(rows)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cnnlab import figures, io, machine, runs
-from cnnlab.config import TrainConfig
+from cnnlab.config import RECIPES, TrainConfig
 from cnnlab.errors import ConfigError
 from cnnlab.evaluation import evaluate_run
 from cnnlab.models import count_macs, count_parameters
@@ -25,6 +25,20 @@ from cnnlab.train import Callback, fit
 REPORT = "report.md"
 CURVES = "curves.png"
 CONFUSION = "confusion.png"
+# a model compared under this name trains with the lesson's settings unless flags say otherwise
+LESSON_RECIPES = {"mlp": "lesson-mlp"}
+
+
+def lesson_settings(name: str, explicit=()) -> dict:
+    """The lesson recipe's settings for model `name` ({} if it has none), but the `explicit` keys.
+
+    Its epochs stay out: a comparison's budget is shared unless given per model.
+    """
+    recipe = LESSON_RECIPES.get(name)
+    if recipe is None:
+        return {}
+    skip = {"model", "epochs", *explicit}
+    return {k: v for k, v in RECIPES[recipe].items() if k not in skip}
 
 
 @dataclass
@@ -140,7 +154,7 @@ def table_rows(rows: list[ComparedModel]) -> tuple[list[str], list[list]]:
 
 
 def lesson_sentence(rows: list[ComparedModel]) -> str:
-    """The comparison's point in one sentence, from the measured numbers."""
+    """The comparison's point in one sentence, from the measured numbers of every model."""
     best = max(rows, key=lambda r: r.test_acc)
     worst = min(rows, key=lambda r: r.test_acc)
     if best.errors == worst.errors:
@@ -157,6 +171,14 @@ def lesson_sentence(rows: list[ComparedModel]) -> str:
         if best.params < worst.params
         else f"with {best.params / worst.params:.1f}x more parameters"
     )
+    middle = sorted((r for r in rows if r is not best and r is not worst), key=lambda r: r.errors)
+    between = (
+        " In between: "
+        + "; ".join(f"{r.name}, {r.errors} errors ({100 * r.test_acc:.2f} %)" for r in middle)
+        + "."
+        if middle
+        else ""
+    )
     why = (
         " Convolutions reuse one small filter at every position of the image, so the CNN "
         "learns local patterns (strokes, edges) wherever they appear, while the MLP must "
@@ -168,7 +190,7 @@ def lesson_sentence(rows: list[ComparedModel]) -> str:
         f"{best.name} made {best.errors} test errors against {worst.name}'s {worst.errors} "
         f"({ratio:.1f}x fewer; {100 * best.test_acc:.2f} % vs {100 * worst.test_acc:.2f} %) "
         f"{params}, costing {best.macs / max(worst.macs, 1):.1f}x the MACs per image."
-        f"{why}"
+        f"{between}{why}"
     )
 
 
@@ -219,7 +241,8 @@ def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = 
             f"## {r.name}",
             "",
             f"`{c.optimizer}` lr {c.lr:g} ({c.schedule}), batch {c.batch_size}, "
-            f"{c.epochs} epochs, seed {c.seed}, augment {c.augment}, inputs "
+            f"{c.epochs} epoch{'' if c.epochs == 1 else 's'}, seed {c.seed}, augment {c.augment}, "
+            "inputs "
             f"{'standardised' if c.normalize else 'in [0, 1]'}; run folder "
             f"[`{rel}/`]({rel}/) (`cnnlab eval {r.run_dir}`).",
             "",

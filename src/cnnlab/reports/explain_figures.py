@@ -99,7 +99,8 @@ def steps_figure(prediction, out: str | os.PathLike) -> Path:
     plt, save_figure = _plt()
     steps = prediction.preprocessed.steps
     n = len(steps)
-    fig = plt.figure(figsize=(2.1 * n + 3.2, 2.8))
+    # constrained layout leaves the suptitle its own row above the panel titles
+    fig = plt.figure(figsize=(2.1 * n + 3.2, 3.0), layout="constrained")
     grid = fig.add_gridspec(1, n + 2, width_ratios=[1] * n + [0.2, 1.5])
     for i, (name, img) in enumerate(steps):
         ax = fig.add_subplot(grid[0, i])
@@ -128,7 +129,9 @@ def feature_maps_figure(
     n = min(c, max_maps)
     cols = min(n + 1, 9)
     rows = math.ceil((n + 1) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols, 1.45 * rows + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.35 * cols, 1.45 * rows + 0.5), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat:
         ax.axis("off")
     _show(axes.flat[0], _input_image(prediction), "input")
@@ -156,7 +159,9 @@ def filters_figure(
     o, i, kh, kw = weights.shape
     cols = min(o, 8)
     rows = math.ceil(o / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.3 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(1.2 * cols, 1.3 * rows + 0.6), squeeze=False, layout="constrained"
+    )
     lim = float(weights.abs().max()) or 1.0
     for k, ax in enumerate(axes.flat):
         if k >= o:
@@ -175,7 +180,7 @@ def attribution_figure(
 ) -> Path:
     """Input, saliency, saliency over the input, and the occlusion map, side by side."""
     plt, save_figure = _plt()
-    fig, axes = plt.subplots(1, 4, figsize=(10.5, 3.1))
+    fig, axes = plt.subplots(1, 4, figsize=(10.5, 3.1), layout="constrained")
     img = _input_image(prediction)
     _show(axes[0], img, "model input")
     _show(axes[1], saliency.numpy(), "saliency |d score / d pixel|", cmap="hot", vmin=0, vmax=1)

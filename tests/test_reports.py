@@ -1,0 +1,108 @@
+"""Report figures and sentences a reader looks at: no overlapping text, honest percentages,
+compare's settings and its summary sentence."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import pytest
+
+from cnnlab import figures
+from cnnlab.explain import explain_image
+from cnnlab.predict import Predictor
+from cnnlab.reports.explain_figures import write_explanation
+from cnnlab.runs import load_run
+from drawn import draw_digit
+from tiny_runs import make_run
+
+
+def overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of visible, non-empty texts of a drawn figure whose bounding boxes overlap."""
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)  # lays out constrained figures, as savefig does
+    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_visible()]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts if t.get_text().strip()]
+    return [(a, b) for (a, ba), (b, bb) in itertools.combinations(boxes, 2) if ba.overlaps(bb)]
+
+
+@pytest.fixture
+def explanation(fake_dataset, tmp_path):
+    run_dir = make_run(tmp_path / "run", "fake", "lesson-cnn", {"channels": (4, 6)}, epochs=1)
+    return explain_image(Predictor(load_run(run_dir)), draw_digit(2), name="a_long_file_name.png")
+
+
+def test_no_text_of_an_explanation_figure_overlaps_another(explanation, tmp_path, monkeypatch):
+    checked = {}
+    save = figures.save_figure
+
+    def check_then_save(fig, out, *args, **kwargs):
+        checked[out.name] = overlapping_texts(fig)
+        return save(fig, out, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "save_figure", check_then_save)
+    write_explanation(explanation, tmp_path / "explain")
+    assert "01_input.png" in checked and len(checked) >= 3
+    assert all(not pairs for pairs in checked.values()), {k: v for k, v in checked.items() if v}
+
+
+@pytest.mark.parametrize(
+    ("count", "total", "text"),
+    [
+        (1000, 1000, "100"),
+        (999, 1000, ">99"),  # one error: never "100"
+        (995, 1000, ">99"),
+        (994, 1000, "99"),
+        (500, 1000, "50"),
+        (5, 1000, "<1"),  # rounds to 0 or 1, but some images are there
+        (1, 1000, "<1"),
+        (10, 1000, "1"),
+        (0, 1000, "0"),
+    ],
+)
+def test_confusion_percentages_never_round_to_100_or_0(count, total, text):
+    assert figures.percent_text(count, total) == text
+
+
+def test_compare_trains_mlp_with_the_lesson_settings_the_demo_uses():
+    from cnnlab.cli.compare import with_lesson_settings
+    from cnnlab.config import make_config
+    from cnnlab.reports.demo import demo_configs
+
+    per_model = with_lesson_settings(["mlp", "lesson-cnn", "cnn"], {"epochs": 2}, {})
+    assert set(per_model) == {"mlp"}  # the other models keep the shared defaults
+    compared = make_config(None, epochs=2, model="mlp", **per_model["mlp"])
+    base, demo = demo_configs()
+    assert compared == replace(base, model="mlp", **demo["mlp"])
+    assert (compared.lr, compared.batch_size, compared.normalize) == (0.01, 64, False)
+    # a flag wins over the lesson's value, shared or per model
+    assert with_lesson_settings(["mlp"], {"lr": 0.1}, {})["mlp"].get("lr") is None
+    assert with_lesson_settings(["mlp"], {}, {"mlp": {"batch_size": 8}})["mlp"]["batch_size"] == 8
+
+
+def _row(name: str, errors: int, params: int = 1000, macs: int = 1000):
+    from cnnlab.config import TrainConfig
+    from cnnlab.reports.compare import ComparedModel
+
+    acc = 1 - errors / 10_000
+    return ComparedModel(name, None, params, macs, 1.0, 1.0, acc, 0.1, errors, TrainConfig())
+
+
+def test_the_summary_sentence_names_every_compared_model():
+    from cnnlab.reports.compare import lesson_sentence
+
+    text = lesson_sentence([_row("mlp", 246), _row("lesson-cnn", 150), _row("cnn", 90, 2000)])
+    assert "cnn made 90 test errors against mlp's 246" in text
+    assert "lesson-cnn, 150 errors (98.50 %)" in text
+    two = lesson_sentence([_row("mlp", 246), _row("cnn", 90)])
+    assert "In between" not in two and "mlp" in two and "cnn" in two
+
+
+def test_report_says_1_epoch_not_1_epochs(tmp_path):
+    from cnnlab.reports.compare import write_report
+
+    one, two = _row("mlp", 246), _row("cnn", 90)
+    one.run_dir, two.run_dir = tmp_path / "mlp", tmp_path / "cnn"
+    one.config, two.config = replace(one.config, epochs=1), replace(two.config, epochs=2)
+    text = write_report([one, two], tmp_path, "t").read_text()
+    assert "1 epoch," in text and "2 epochs," in text and "1 epochs" not in text

@@ -170,6 +170,50 @@ def _own_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters(recurse=False))
 
 
+class _Recorder:
+    """The forward hook of `layer_trace`: one LayerTrace per leaf call, and each tensor's field."""
+
+    def __init__(self, names: dict[nn.Module, str], x: torch.Tensor):
+        self.names = names
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        self.fields: dict[int, tuple[torch.Tensor, Field]] = {
+            id(x): (x, Field((1, 1), (1, 1), (0, 0), hw))
+        }
+        self.traces: list[LayerTrace] = []
+
+    def field_of(self, t: torch.Tensor) -> Field | None:
+        """The field of a tensor a layer made, else (a residual sum) the widest of its map size."""
+        if id(t) in self.fields and self.fields[id(t)][0] is t:
+            return self.fields[id(t)][1]
+        same = [f for u, f in self.fields.values() if u.dim() == 4 and u.shape[-2:] == t.shape[-2:]]
+        return max(same, key=lambda f: f.size, default=None)
+
+    def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        t_in = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+        if not isinstance(output, torch.Tensor) or t_in is None:
+            return
+        geometry = geometry_of(module, tuple(t_in.shape[-2:])) if t_in.dim() == 4 else None
+        field = None
+        if output.dim() == 4 and t_in.dim() == 4 and (before := self.field_of(t_in)) is not None:
+            in_hw, out_hw = tuple(t_in.shape[-2:]), tuple(output.shape[-2:])
+            field = _new_field(module, before, geometry, in_hw, out_hw)
+            self.fields[id(output)] = (output, field)
+        self.traces.append(
+            LayerTrace(
+                self.names[module],
+                kind_of(module),
+                type(module).__name__,
+                _detail(module, geometry),
+                tuple(t_in.shape[1:]),
+                output[0].detach().clone(),  # a copy: an in-place ReLU would overwrite it
+                _own_params(module),
+                geometry,
+                field,
+                t_in[0].detach().clone() if isinstance(module, POOLS) else None,
+            )
+        )
+
+
 def layer_trace(model: nn.Module, x: torch.Tensor) -> list[LayerTrace]:
     """Run `model` on the normalised batch x (B, C, H, W) and record every leaf layer.
 
@@ -183,46 +227,10 @@ def layer_trace(model: nn.Module, x: torch.Tensor) -> list[LayerTrace]:
         the probabilities of the model's output (its logits).
     """
     model = copy.deepcopy(model).eval()  # private hooks: the caller's model is never touched
-    hw = (int(x.shape[-2]), int(x.shape[-1]))
-    fields: dict[int, tuple[torch.Tensor, Field]] = {id(x): (x, Field((1, 1), (1, 1), (0, 0), hw))}
-    traces: list[LayerTrace] = []
-
-    def field_of(t: torch.Tensor) -> Field | None:
-        if id(t) in fields and fields[id(t)][0] is t:
-            return fields[id(t)][1]
-        same = [f for u, f in fields.values() if u.dim() == 4 and u.shape[-2:] == t.shape[-2:]]
-        return max(same, key=lambda f: f.size, default=None)  # a residual sum: the widest path
-
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        name = names[module]
-        t_in = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
-        if not isinstance(output, torch.Tensor) or t_in is None:
-            return
-        geometry = geometry_of(module, tuple(t_in.shape[-2:])) if t_in.dim() == 4 else None
-        field = None
-        if output.dim() == 4 and t_in.dim() == 4 and (before := field_of(t_in)) is not None:
-            field = _new_field(
-                module, before, geometry, tuple(t_in.shape[-2:]), tuple(output.shape[-2:])
-            )
-            fields[id(output)] = (output, field)
-        traces.append(
-            LayerTrace(
-                name,
-                kind_of(module),
-                type(module).__name__,
-                _detail(module, geometry),
-                tuple(t_in.shape[1:]),
-                output[0].detach().clone(),  # a copy: an in-place ReLU would overwrite it
-                _own_params(module),
-                geometry,
-                field,
-                t_in[0].detach().clone() if isinstance(module, POOLS) else None,
-            )
-        )
-
     names = {m: n for n, m in model.named_modules() if not list(m.children())}
     names = {m: n for m, n in names.items() if type(m) is not nn.Sequential}  # identity shortcuts
-    handles = [m.register_forward_hook(hook) for m in names]
+    recorder = _Recorder(names, x)
+    handles = [m.register_forward_hook(recorder) for m in names]
     try:
         with torch.inference_mode():
             logits = model(x)
@@ -230,7 +238,6 @@ def layer_trace(model: nn.Module, x: torch.Tensor) -> list[LayerTrace]:
         for h in handles:
             h.remove()
     probs = torch.softmax(logits.float(), 1)[0]
-    traces.append(
-        LayerTrace("softmax", "softmax", "softmax", "softmax", tuple(logits.shape[1:]), probs, 0)
-    )
-    return traces
+    shape = tuple(logits.shape[1:])
+    recorder.traces.append(LayerTrace("softmax", "softmax", "softmax", "softmax", shape, probs, 0))
+    return recorder.traces

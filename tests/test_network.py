@@ -151,6 +151,10 @@ def test_every_layer_of_a_cnn_run(client, runs_dir):
         assert ly["conv"]["formula"] == shape.formula()
         assert ly["conv"]["kernel"] == list(m.kernel_size) and ly["conv"]["stride"] == list(m.stride)
         assert len(ly["conv"]["rows"]) == ly["shape"][1] and len(ly["field"]["rows"]) == ly["shape"][1]
+        assert (
+            ly["conv"]["receptive_field"] == ly["field"]["size"]
+            and ly["conv"]["jump"] == ly["field"]["jump"]
+        )
     pools = [ly for ly in got["layers"] if ly["pool"]]
     assert pools
     for ly in pools:  # each example window's output is the max of its input cells

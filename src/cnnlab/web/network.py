@@ -137,6 +137,8 @@ def layer_json(t: LayerTrace) -> dict:
         item["field"] = _field_json(t.field, tuple(out.shape[-2:]))
     if t.kind in ("conv", "pool") and len(t.input_shape) == 3 and out.dim() == 3:
         windows = _windows(t)
+        if t.field is not None:  # what one output pixel sees of the model input, per axis
+            windows.update(receptive_field=list(t.field.size), jump=list(t.field.jump))
         if t.kind == "conv":
             item["conv"] = windows
         else:

@@ -54,6 +54,8 @@ class Windows(BaseModel):
     formula: str | None = Field(description="the lesson's formula with this layer's numbers")
     rows: list[list[int]]
     cols: list[list[int]]
+    receptive_field: list[int] | None = Field(None, description="model-input pixels one output sees")
+    jump: list[int] | None = Field(None, description="model-input pixels between neighbouring outputs")
     op: str | None = Field(None, description="pooling: 'max' or 'average'")
     patch: dict | None = Field(
         None, description="pooling: a patch of its input, its windows and their outputs"

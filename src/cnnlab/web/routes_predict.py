@@ -112,7 +112,7 @@ def explain_every(loaded: LoadedRun, pred, top: int) -> dict:
     "/explain",
     response_model=ExplainResponse | TraceResponse,
     openapi_extra={"requestBody": REQUEST_BODY},
-    summary="Feature maps for an image",
+    summary="Feature maps, or every layer, for an image",
 )
 async def explain(
     request: Request,

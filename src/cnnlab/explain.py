@@ -4,6 +4,8 @@ The lesson draws convolution and pooling on paper; here they run on the user's o
 - `feature_maps` records the output of every convolution (after the BatchNorm and activation
   that follow it, when they do) and of every pooling layer, found through `named_modules()`;
 - `first_layer_filters` returns the kernels of the first convolution (learned, or frozen);
+- `layer_trace` (in `cnnlab.explain_trace`) records every leaf layer in call order, with its
+  shape, parameters and receptive field (the web lab's Network page);
 - `saliency_map` (|d class score / d pixel|, Simonyan et al. 2014, smoothed) and
   `occlusion_map` (how much the class probability drops when a patch is blacked out, Zeiler &
   Fergus 2014) show which pixels mattered.
@@ -21,6 +23,22 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from cnnlab.explain_trace import LayerTrace, layer_trace
+
+__all__ = [
+    "Explanation",
+    "Filters",
+    "Layer",
+    "LayerTrace",
+    "conv_and_pool_layers",
+    "explain_image",
+    "feature_maps",
+    "first_layer_filters",
+    "layer_trace",
+    "occlusion_map",
+    "saliency_map",
+]
 
 CONV_TYPES = (nn.Conv2d,)
 POOL_TYPES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d, nn.LPPool2d)

@@ -1,12 +1,13 @@
 """The lab: a FastAPI app serving many run folders, its REST API and the pages that use it.
 
-    GET  /, /shapes            the pages (static/: plain HTML, CSS and JS modules, no CDN)
+    GET  /, /network, /shapes  the pages (static/: plain HTML, CSS and JS modules, no CDN)
     GET  /api/runs             the runs offered;  GET /api/model?run=  one run's card
     POST /api/predict?run=     image -> probabilities and the 28x28 input (moved, turned, zoomed)
-    POST /api/explain?run=     image -> the prediction and feature maps
+    POST /api/explain?run=     image -> the prediction and feature maps (layers=every: every
+                               layer, its shape, parameters, receptive field: the Network page)
     GET  /api/shift-test?run=  accuracy on test images moved right and down
     GET  /api/shapes/...       the lesson's conv/pool arithmetic (`cnnlab.shapes`)
-    GET  /healthz, /docs       liveness; OpenAPI (/openapi.json is the document itself)
+    GET  /healthz, /docs       liveness; Swagger UI from local files (/openapi.json: the document)
 
 One router per concern (routes_*.py); what they share (the runs registry, the work limiter,
 the settings) lives on `app.state` and reaches them through `Depends` (deps.py).
@@ -67,7 +68,13 @@ def create_app(
     given = [] if run_dir is None else [run_dir] if isinstance(run_dir, str | os.PathLike) else run_dir
     registry = RunRegistry(given, runs_dir, cache_size)
     registry.get()  # the default run: a broken one fails at start-up, not at the first request
-    app = FastAPI(title="cnnlab", version=__version__, description=setup.DESCRIPTION)
+    app = FastAPI(
+        title="cnnlab",
+        version=__version__,
+        description=setup.DESCRIPTION,
+        docs_url=None,  # routes_pages serves /docs from local files: no CDN
+        redoc_url=None,
+    )
     app.state.registry = registry
     app.state.limiter = WorkLimiter(max_in_flight or default_in_flight(), busy_wait_s)
     app.state.settings = Settings(

@@ -13,7 +13,7 @@ from cnnlab.web.deps import LimiterDep, RegistryDep, RunDep, SettingsDep, Transf
 from cnnlab.web.errors import ERRORS
 from cnnlab.web.payload import REQUEST_BODY, feature_map_urls, prediction_json, read_image_bytes
 from cnnlab.web.run_registry import LoadedRun
-from cnnlab.web.schemas import AdversarialResponse, ExplainResponse, PredictResponse
+from cnnlab.web.schemas import AdversarialResponse, ExplainResponse, PredictResponse, TraceResponse
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 TOP_QUERY = Query(3, ge=1, le=1000, description="classes in `top`")
@@ -90,17 +90,37 @@ def explain_first_or_pools(loaded: LoadedRun, pred, which: str, top: int) -> dic
     return out
 
 
+def explain_every(loaded: LoadedRun, pred, top: int) -> dict:
+    """The prediction and every layer of the run on its input, in call order (the Network page)."""
+    from cnnlab.explain_trace import layer_trace
+    from cnnlab.preprocess import to_model_input
+    from cnnlab.web.network import trace_json
+
+    predictor = loaded.predictor
+    x = to_model_input(pred.input, predictor.mean, predictor.std)  # (1, C, H, W)
+    return {
+        "run": loaded.name,
+        "model": loaded.run.model_name,
+        "classes": list(predictor.classes),
+        "input_shape": list(pred.input.shape),
+        "prediction": prediction_json(pred, predictor.classes, top),
+        "layers": trace_json(layer_trace(predictor.model, x)),
+    }
+
+
 @router.post(
     "/explain",
-    response_model=ExplainResponse,
+    response_model=ExplainResponse | TraceResponse,
     openapi_extra={"requestBody": REQUEST_BODY},
-    summary="Feature maps for an image",
+    summary="Feature maps, or every layer, for an image",
 )
 async def explain(
     request: Request,
     *,
-    layers: Literal["first", "all"] = Query(
-        "first", description="first conv layer, or all conv and pooling layers"
+    layers: Literal["first", "all", "every"] = Query(
+        "first",
+        description="first conv layer, all conv and pooling layers, or every layer in call order "
+        "(with shapes, parameters, receptive fields and the formula's numbers)",
     ),
     top: int = Query(3, ge=1, le=1000, description="classes in `prediction.top`"),
     loaded: RunDep,
@@ -108,12 +128,15 @@ async def explain(
     limiter: LimiterDep,
     settings: SettingsDep,
 ) -> dict:
-    """The prediction plus what the convolutions computed: each channel of the chosen
-    layers' outputs as a small grey PNG (one brightness scale per layer)."""
+    """The prediction plus what the layers computed: each channel of a layer's output as a
+    small grey PNG (one brightness scale per layer). `layers=every` answers every layer, an
+    MLP's too, with at most 32 maps or 1024 values each, ending with the softmax."""
     data, name = await read_image_bytes(request)
 
     def work() -> dict:
         pred = predict_one(loaded, data, name, settings.max_pixels, move)
+        if layers == "every":
+            return explain_every(loaded, pred, top)
         return explain_first_or_pools(loaded, pred, layers, top)
 
     return await limiter.run(work)

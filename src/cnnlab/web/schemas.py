@@ -43,6 +43,66 @@ class ExplainResponse(BaseModel):
     note: str | None = Field(None, description="why no layers are listed (a model without conv)")
 
 
+class Windows(BaseModel):
+    """A conv or pooling layer's settings, per axis (h, w), and the input rows and columns each
+    output row and column reads (first and last, in the layer's own input)."""
+
+    kernel: list[int]
+    stride: list[int]
+    padding: list[int] = Field(description="zero rows/columns added before the input (top, left)")
+    dilation: list[int]
+    formula: str | None = Field(description="the lesson's formula with this layer's numbers")
+    rows: list[list[int]]
+    cols: list[list[int]]
+    receptive_field: list[int] | None = Field(None, description="model-input pixels one output sees")
+    jump: list[int] | None = Field(None, description="model-input pixels between neighbouring outputs")
+    op: str | None = Field(None, description="pooling: 'max' or 'average'")
+    patch: dict | None = Field(
+        None, description="pooling: a patch of its input, its windows and their outputs"
+    )
+
+
+class ReceptiveField(BaseModel):
+    """Which pixels of the model's input one output pixel of a layer sees, per axis (h, w)."""
+
+    size: list[int] = Field(description="input pixels seen along each axis")
+    jump: list[int] = Field(description="input pixels between neighbouring output pixels")
+    offset: list[int] = Field(description="where output pixel 0's window starts (< 0: padding)")
+    rows: list[list[int]] = Field(description="per output row, first and last input row seen")
+    cols: list[list[int]] = Field(description="per output column, first and last input column")
+
+
+class TraceLayer(BaseModel):
+    """One layer of the run on the image (`layers=every`)."""
+
+    name: str = Field(description="module name, e.g. 'features.conv1.0'; 'softmax' last")
+    kind: str = Field(description="conv, pool, activation, batchnorm, flatten, linear, dropout, softmax")
+    module: str = Field(description="the module's class, e.g. 'Conv2d'")
+    detail: str = Field(description="e.g. 'Conv2d 1->16 3x3, stride 1, padding 1'")
+    input_shape: list[int]
+    shape: list[int] = Field(description="its output's shape, without the batch")
+    params: int = Field(description="parameters the layer holds itself")
+    maps: list[str] | None = Field(description="(C, H, W) outputs: the first 32 maps as PNG data URLs")
+    channels: int | None = Field(description="all the channels (maps may show fewer)")
+    range: list[float] | None = Field(description="[min, max] of the maps shown: black..white")
+    values: list[float] | None = Field(description="1-D outputs: the first 1024 values")
+    size: int = Field(description="numbers in its output")
+    field: ReceptiveField | None
+    conv: Windows | None
+    pool: Windows | None
+
+
+class TraceResponse(BaseModel):
+    """What `POST /api/explain?layers=every` answers."""
+
+    run: str
+    model: str
+    classes: list[str]
+    input_shape: list[int] = Field(description="(C, H, W) of the model input")
+    prediction: PredictResponse
+    layers: list[TraceLayer]
+
+
 class ModelCard(BaseModel):
     """What `GET /api/model` answers."""
 

@@ -155,7 +155,8 @@ async function flush() {
   state.timer = null;
   if (state.inFlight || !state.dirty) return;
   state.dirty = false;
-  if (isBlank()) { state.generation += 1; showBlank(); return; }   // answers in flight are stale
+  if (isBlank()) { state.generation += 1; showBlank(); lab.keepDrawing(null); return; }   // answers in flight are stale
+  lab.keepDrawing(pad.toDataURL("image/png"));   // for the Network page
   state.inFlight = true;
   const generation = ++state.generation;
   const fresh = (fn) => (x) => { if (generation === state.generation) fn(x); };

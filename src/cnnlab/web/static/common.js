@@ -50,4 +50,14 @@ const lab = {
   },
 
   runQuery(name) { return `run=${encodeURIComponent(name)}`; },
+
+  // The last drawing (a PNG data URL), kept in this tab's sessionStorage: the Network page
+  // opens on what was drawn on the Draw page.
+  DRAWING_KEY: "cnnlab.drawing",
+  keepDrawing(url) {
+    try {
+      if (url) sessionStorage.setItem(lab.DRAWING_KEY, url); else sessionStorage.removeItem(lab.DRAWING_KEY);
+    } catch (_) { /* storage off or full: the pages still work, they just do not share */ }
+  },
+  keptDrawing() { try { return sessionStorage.getItem(lab.DRAWING_KEY); } catch (_) { return null; } },
 };

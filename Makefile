@@ -22,7 +22,7 @@ help:
 	@echo "make bench-record - the same, rewriting the committed benchmarks/results and BENCHMARKS.md"
 	@echo "make notebook   - run notebooks/lesson.ipynb headless into runs/notebook/: ~100 s on Zen 3"
 	@echo "make serve      - the draw-a-digit web app on http://127.0.0.1:8000 (needs make demo)"
-	@echo "make lint       - ruff: seconds"
+	@echo "make lint       - ruff and the import-layering contracts (.importlinter): seconds"
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -85,8 +85,9 @@ serve: setup
 	$(BIN)/cnnlab serve
 
 lint: setup
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests research examples benchmarks
+	$(BIN)/ruff format --check src tests research examples benchmarks
+	PYTHONPATH=src:. $(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis src/*.egg-info

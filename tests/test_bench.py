@@ -154,7 +154,9 @@ def test_speedrun_json_has_every_field(fake_mnist, tmp_path):
     ref = result["reference"]  # the published recipe, seed for seed through the same fit
     assert ref["recipe"] == "reference" and [r["seed"] for r in ref["seeds"]] == [0, 1]
     assert 0 < result["roofline"]["fraction_of_gemm"] and result["roofline"]["gemm_gmacs_per_s"] > 0
-    assert result["speedup_vs_reference"] == pytest.approx(ref["train_s"]["mean"] / result["train_s"]["mean"])
+    assert result["speedup_vs_reference"] == pytest.approx(
+        ref["train_s"]["mean"] / result["train_s"]["mean"]
+    )
     machine = result["machine"]
     assert set(machine) >= {
         "cpu",
@@ -302,7 +304,13 @@ def test_fast_recipe_reaches_99_percent_on_real_mnist(real_root):
 def test_speedrun_times_the_whole_commands(real_root):
     """`commands`: what the user waits for (fresh processes), beside the training seconds."""
     result = bench.speedrun(
-        seeds=1, train_subset=2048, test_subset=500, threads=1, baseline=False, reference=False, commands=1
+        seeds=1,
+        train_subset=2048,
+        test_subset=500,
+        threads=1,
+        baseline=False,
+        reference=False,
+        commands=1,
     )
     timed = result["commands"]
     for key in ("import_torch_s", "train_command_s", "train_command_training_s", "predict_command_s"):

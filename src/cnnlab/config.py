@@ -44,7 +44,8 @@ class TrainConfig:
     model_kwargs: dict = option({}, "builder options as JSON, e.g. '{\"width\": 32}'", metavar="JSON")
     dataset: str = option(
         "mnist",
-        "mnist, fashion-mnist, kmnist, emnist-digits, emnist-letters, qmnist, cifar10 or imagefolder:PATH",
+        "mnist, fashion-mnist, kmnist, emnist-digits, emnist-letters, qmnist, cifar10 or "
+        "imagefolder:PATH",
     )
     image_size: int | None = option(
         None, "image folders: fit each image into an N x N square (default: 28)"

@@ -26,8 +26,8 @@ def register(sub, common) -> None:
 def cmd_explain(args) -> int:
     from cnnlab.explain import explain_image
     from cnnlab.predict import Predictor
-    from cnnlab.runs import load_run
     from cnnlab.reports.explain_figures import safe_name, write_explanation
+    from cnnlab.runs import load_run
 
     predictor = Predictor(load_run(args.run))
     out = Path(args.out) if args.out else Path(f"explain_{safe_name(Path(args.image).stem)}")

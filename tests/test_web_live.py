@@ -20,8 +20,14 @@ from drawn import STROKES
 from web_runs import mnist_web_run
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 pytestmark = pytest.mark.slow
@@ -34,8 +40,11 @@ def server(tmp_path_factory, real_root):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(
         [sys.executable, "-m", "cnnlab", "serve", str(run_dir), "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
@@ -90,20 +99,34 @@ def get_json(url: str) -> dict:
 
 def test_oversize_body_is_refused_before_it_is_sent(server):
     """Headers alone announce 60 MB; the 413 comes back without a byte of the body sent."""
-    status, body = raw_http(server, b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                            b"image/png\r\nContent-Length: 60000000\r\n\r\n")  # fmt: skip
+    status, body = raw_http(
+        server,
+        b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        b"image/png\r\nContent-Length: 60000000\r\n\r\n",
+    )
     assert status == 413 and "60000000 bytes declared" in json.loads(body)["error"]
     chunk = b"\0" * 65536
     chunks = [b"%x\r\n%s\r\n" % (len(chunk), chunk)] * 160  # 10 MB, chunked, no Content-Length
-    status, body = raw_http(server, b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                            b"image/png\r\nTransfer-Encoding: chunked\r\n\r\n", chunks)  # fmt: skip
+    status, body = raw_http(
+        server,
+        b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+        b"image/png\r\nTransfer-Encoding: chunked\r\n\r\n",
+        chunks,
+    )
     assert status == 413 and "more than 5242880 bytes sent" in json.loads(body)["error"]
     assert get_json(f"{server}/healthz")["status"] == "ok"
 
 
-@pytest.mark.parametrize("path", ["/static/../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd",
-                                  "/static/..%2f..%2fetc%2fpasswd", "/../../etc/passwd",
-                                  "/static/..%5c..%5cetc%5cpasswd"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static/..%2f..%2fetc%2fpasswd",
+        "/../../etc/passwd",
+        "/static/..%5c..%5cetc%5cpasswd",
+    ],
+)
 def test_traversal_on_the_wire(server, path):
     status, body = raw_http(server, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     assert status in (400, 404) and b"root:" not in body
@@ -262,8 +285,15 @@ def test_server_errors_are_shown_in_the_page(browser, server, tmp_path):
 @pytest.mark.browser
 def test_draw_on_a_phone_sized_screen(browser, server, tmp_path):
     errors: list[str] = []
-    context, page = open_page(browser, server, errors, viewport={"width": 390, "height": 844},
-                              device_scale_factor=2, is_mobile=True, has_touch=True)  # fmt: skip
+    context, page = open_page(
+        browser,
+        server,
+        errors,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone ({width} px wide)"
     pad = page.locator("#pad").bounding_box()

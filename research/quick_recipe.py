@@ -38,11 +38,26 @@ VARIANTS = {
         {"model_kwargs": {"stem": WHITEN, "widths": [16, 32, 96]}, "epochs": 5, "augment": True},
     ),
     "cnn width 16, 2 ep, shifts": (None, {"model": "cnn", "epochs": 2, "augment": True, "tta": 4}),
+    "fast 24/48/128, 5 ep, shifts + rotations": (
+        "fast",
+        {
+            "model_kwargs": {"stem": WHITEN, "widths": [24, 48, 128]},
+            "epochs": 5,
+            "augment": True,
+            "rotate": 10.0,
+        },
+    ),
+    "fast 32/64/128, 4 ep, shifts": (
+        "fast",
+        {"model_kwargs": {"stem": WHITEN, "widths": [32, 64, 128]}, "epochs": 4, "augment": True},
+    ),
 }
 
 
 def main() -> None:
-    args = common.parser(__doc__, seeds=2).parse_args()
+    parser = common.parser(__doc__, seeds=2)
+    parser.add_argument("--only", help="run only the variants whose name contains this text")
+    args = parser.parse_args()
     subset = {"train_subset": 10_000, "test_subset": 2_000} if args.quick else {}
     seeds = 1 if args.quick else args.seeds
     threads = args.threads or (1 if args.quick else None)
@@ -51,6 +66,7 @@ def main() -> None:
     variants = {
         name: lambda seed, r=recipe, o=over: cnnlab.make_config(r, seed=seed, **{**base, **o})
         for name, (recipe, over) in VARIANTS.items()
+        if not args.only or args.only in name
     }
     results = common.interleave(variants, seeds)
     common.report("quick_recipe", __doc__.splitlines()[0], args, results)

@@ -14,6 +14,15 @@ from dataclasses import fields
 
 from cnnlab.config import RECIPES, TrainConfig, default_value, field_type
 
+# What a reader of --help wants to know before choosing (measured: README "Speed", BENCHMARKS.md)
+RECIPE_NOTES = {
+    "lesson-mlp": "2 epochs",
+    "lesson-cnn": "5 epochs",
+    "fast": "1 epoch, ~99.1 %: under a second on 2 Zen 5 cores, ~4 s on 2 Zen 3 (AVX2) cores",
+    "best": "20 epochs, ~99.76 %: ~7 min with AVX512-BF16, ~70 min in float32 on AVX2",
+    "reference": "the published GPU speed recipe, a benchmark baseline",
+}
+
 
 def json_object(text: str) -> dict:
     """--model-kwargs: a JSON object; anything else is argparse's usage error, not a traceback."""
@@ -24,6 +33,11 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("must be a JSON object, like '{\"hidden\": [128]}'")
     return value
+
+
+def _escape(help_text: str) -> str:
+    """argparse formats help with %: a literal percent sign is %%."""
+    return help_text.replace("%", "%%")
 
 
 def flag_name(f) -> str:
@@ -47,7 +61,7 @@ def _default_text(f) -> str:
 def _flag_options(f, as_text: bool) -> dict:
     """argparse keyword arguments for one field."""
     kind, _ = field_type(f)
-    options = {"dest": f.name, "default": None, "help": f.metadata["help"] + _default_text(f)}
+    options = {"dest": f.name, "default": None, "help": _escape(f.metadata["help"] + _default_text(f))}
     if as_text:
         options["metavar"] = "N|NAME=N,..."
     elif kind is bool:
@@ -74,9 +88,11 @@ def add_config_options(
         exclude: fields that get no flag (e.g. `model` where models are positional).
         as_text: fields read as text for the command to parse (compare's `--epochs mlp=2,cnn=3`).
     """
-    recipes = ", ".join(RECIPES)
+    recipes = ", ".join(
+        f"{name} ({RECIPE_NOTES[name]})" if name in RECIPE_NOTES else name for name in RECIPES
+    )
     parser.add_argument(
-        "--recipe", help=f"named settings that flags override: {recipes} (default: none)"
+        "--recipe", help=_escape(f"named settings that flags override: {recipes} (default: none)")
     )
     skip, text = set(exclude), set(as_text)
     for f in fields(TrainConfig):

@@ -17,9 +17,14 @@ STATIC_FILES = {
     "common.js": "text/javascript",
     "app.js": "text/javascript",
     "shapes.js": "text/javascript",
+    "train.html": "text/html",
+    "runs.html": "text/html",
+    "charts.js": "text/javascript",
+    "train.js": "text/javascript",
+    "runs.js": "text/javascript",
     "style.css": "text/css",
 }
-PAGES = {"/": "index.html", "/shapes": "shapes.html"}
+PAGES = {"/": "index.html", "/shapes": "shapes.html", "/train": "train.html", "/runs": "runs.html"}
 
 router = APIRouter(include_in_schema=False)
 

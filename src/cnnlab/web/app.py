@@ -29,6 +29,7 @@ from fastapi import FastAPI
 
 from cnnlab import __version__
 from cnnlab.data.images import WEB_MAX_PIXELS
+from cnnlab.web import routes_inspect, routes_jobs
 from cnnlab.web.limits import BUSY_WAIT_S, WorkLimiter, default_in_flight
 from cnnlab.web.middleware import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES
 
@@ -62,15 +63,7 @@ def create_app(
         CheckpointError: the default run cannot be loaded.
         ConfigError: no run to serve, or a bad limit.
     """
-    from cnnlab.web import (
-        routes_inspect,
-        routes_jobs,
-        routes_pages,
-        routes_predict,
-        routes_runs,
-        routes_shapes,
-        setup,
-    )
+    from cnnlab.web import routes_pages, routes_predict, routes_runs, routes_shapes, setup
     from cnnlab.web.deps import Settings
     from cnnlab.web.run_registry import RunRegistry
 
@@ -86,13 +79,7 @@ def create_app(
     setup.add_middleware(app, max_body_bytes, body_read_timeout_s, allowed_hosts, any_ip_host)
     setup.add_error_handlers(app)
     routes_jobs.install(app, jobs)
-    for router in (
-        routes_runs,
-        routes_inspect,
-        routes_jobs,
-        routes_predict,
-        routes_shapes,
-        routes_pages,
-    ):
+    routers = (routes_runs, routes_inspect, routes_jobs, routes_predict, routes_shapes, routes_pages)
+    for router in routers:
         app.include_router(router.router)
     return app

@@ -109,6 +109,7 @@ async function openCell(name, classes, t, p) {
       el("figcaption", { text: `#${e.index} ${lab.pct(e.confidence)}` }),
     ]));
   }
+  document.body.dataset.cell = `${t},${p}`;
 }
 
 async function showRun(name) {
@@ -129,6 +130,7 @@ async function showRun(name) {
   for (const s of d.per_class) classes.appendChild(el("tr", {}, [el("th", { scope: "row", text: s.class }), ...[s.precision, s.recall, s.f1].map((v) => el("td", { class: "num", text: v.toFixed(3) })), el("td", { class: "num", text: s.support })]));
   keyValues($("detail-config"), Object.entries(d.config));
   $("detail").scrollIntoView({ block: "start" });
+  document.body.dataset.shown = name;
 }
 
 async function showCompare(a, b) {
@@ -150,6 +152,7 @@ async function showCompare(a, b) {
   keyValues($("compare-config"), [["setting", a, b], ...keys.map((k) => [k, da.config[k], db.config[k]])],
     (vs) => JSON.stringify(vs[0]) !== JSON.stringify(vs[1]) && vs[0] !== a);
   $("comparison").scrollIntoView({ block: "start" });
+  document.body.dataset.shown = `${a},${b}`;
 }
 
 function route() {
@@ -175,6 +178,7 @@ async function start() {
   } catch (e) {
     lab.showError(e.message);
   }
+  document.body.dataset.ready = "1";
 }
 
 start();

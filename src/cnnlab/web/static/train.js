@@ -10,7 +10,9 @@ let live = { steps: [], epochs: [] };
 
 function el(tag, props = {}, children = []) {
   const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) { if (k === "text") e.textContent = v; else if (k === "class") e.className = v; else e[k] = v; }
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "text") e.textContent = v; else if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+  }
   for (const c of children) e.appendChild(c);
   return e;
 }
@@ -72,6 +74,7 @@ function onEvent(job, ev) {
   else if (ev.event === "start") { live.startEpoch = ev.start_epoch || 0; live.started = performance.now(); live.epochs = []; }
   else if (ev.event === "step") {
     live.steps.push({ x: p.epoch + p.step / p.steps, loss: p.loss, acc: p.acc });
+    document.body.dataset.steps = live.steps.length;
     $("job-progress").textContent = `epoch ${p.epoch + 1}, step ${p.step}/${p.steps}: loss ${p.loss.toFixed(4)}, accuracy ${lab.pct(p.acc)}`;
     $("job-speed").textContent = Math.round(p.images_per_s).toLocaleString("en");
     const epochs = live.epochsPlanned || 1, done = p.epoch - (live.startEpoch || 0) + p.step / p.steps;
@@ -87,6 +90,7 @@ function onEvent(job, ev) {
   } else if (ev.event === "state") {
     showState({ ...job, state: ev.state, error: ev.error, resumable: ev.state !== "done" });
     if (ev.state === "done") { $("job-bar").value = 1; $("job-eta").textContent = "0 s"; }
+    document.body.dataset.jobState = ev.state;
     refreshLists();
   }
   draw();
@@ -96,6 +100,8 @@ function watch(job) {
   if (source) source.close();
   watched = job;
   live = { steps: [], epochs: [] };
+  document.body.dataset.steps = 0;
+  document.body.dataset.jobState = job.state;
   showState(job);
   $("job-progress").textContent = job.state === "queued" ? "waiting for the running job to finish" : "";
   source = new EventSource(`/api/jobs/${job.id}/events`);
@@ -128,7 +134,7 @@ async function refreshLists() {
     for (const j of jobs) {
       const watchBtn = el("button", { type: "button", text: "watch" });
       watchBtn.addEventListener("click", () => watch(j));
-      list.appendChild(el("li", { "data-state": j.state }, [el("b", { text: j.run }), el("span", { class: "badge", text: j.state }), watchBtn]));
+      list.appendChild(el("li", { "data-state": j.state }, [el("b", { text: j.run }), el("span", { class: "badge", "data-state": j.state, text: j.state }), watchBtn]));
     }
     const stopped = runs.filter((r) => r.state === "resumable");
     const res = $("resumable");
@@ -168,6 +174,7 @@ async function start() {
     lab.showError(e.message);
   }
   draw();
+  document.body.dataset.ready = "1";
 }
 
 start();

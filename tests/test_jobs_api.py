@@ -6,6 +6,7 @@ job stopped by SIGTERM to `cnnlab serve` resumes to the weights of an uninterrup
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -280,3 +281,16 @@ def test_sigterm_to_serve_leaves_the_job_resumable_to_the_same_weights(runs_dir,
     assert resumed.keys() == uninterrupted.keys()
     for name, tensor in uninterrupted.items():
         assert torch.equal(resumed[name], tensor), name
+
+
+def test_a_run_retrained_in_place_is_reloaded(runs_dir):
+    """A resumed job rewrites a served run's weights: the server loads the new ones."""
+    with client_for(runs_dir) as c:
+        registry = c.app.state.registry
+        first = registry.get("demo/cnn")
+        assert registry.get("demo/cnn") is first  # cached while unchanged
+        weights = runs_dir / "demo" / "cnn" / "model.safetensors"
+        stat = weights.stat()
+        os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        again = registry.get("demo/cnn")
+        assert again is not first and again.weights_mtime_ns == weights.stat().st_mtime_ns

@@ -155,7 +155,7 @@ async def cell_errors(
         (r for r in rows if r.get("true") == true and r.get("pred") == pred),
         key=lambda r: -float(r.get("confidence", 0)),
     )[:limit]
-    loaded = await limiter.run(registry.get, name)
+    loaded = await limiter.run(registry.get, name)  # reloaded when the weights changed
     images = await limiter.run(cell_images, loaded.run, cell, settings.data_root)
     return {"run": name, "true": true, "pred": pred, "errors": images}
 

@@ -294,3 +294,14 @@ def test_a_run_retrained_in_place_is_reloaded(runs_dir):
         os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
         again = registry.get("demo/cnn")
         assert again is not first and again.weights_mtime_ns == weights.stat().st_mtime_ns
+
+
+@pytest.mark.slow
+def test_nproc_job_runs_under_torchrun_and_reports_once(runs_dir, real_root):
+    with client_for(runs_dir, nproc=2) as c:
+        r = c.post("/api/jobs", json={**QUICK, "name": "two"})
+        events = sse_events(c, r.json()["id"])
+    kinds = [e["event"] for e in events]
+    assert kinds.count("start") == 1 and kinds.count("done") == 1, kinds  # rank 0 reports
+    assert next(e for e in events if e["event"] == "start")["processes"] == 2
+    assert events[-1]["state"] == "done"

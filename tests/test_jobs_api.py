@@ -305,3 +305,38 @@ def test_nproc_job_runs_under_torchrun_and_reports_once(runs_dir, real_root):
     assert kinds.count("start") == 1 and kinds.count("done") == 1, kinds  # rank 0 reports
     assert next(e for e in events if e["event"] == "start")["processes"] == 2
     assert events[-1]["state"] == "done"
+
+
+@pytest.mark.slow
+def test_job_cancelled_in_its_first_epoch_is_listed_and_resumes(runs_dir, real_root):
+    with client_for(runs_dir) as c:
+        job = c.post("/api/jobs", json={**MLP_JOB, "epochs": 2, "threads": 1, "name": "early"}).json()
+        deadline = time.monotonic() + 240
+        while "step" not in c.get(f"/api/jobs/{job['id']}").json()["progress"]:
+            assert time.monotonic() < deadline, "no step reported"
+            time.sleep(0.1)
+        c.delete(f"/api/jobs/{job['id']}")
+        stopped = wait_finished(c, job["id"])
+        assert stopped["state"] == "cancelled" and stopped["resumable"], stopped
+        assert not json.loads((runs_dir / "early" / "metrics.json").read_text() or "[]")
+        row = next(x for x in c.get("/api/run-table").json()["runs"] if x["name"] == "early")
+        assert row["state"] == "resumable" and not row["epochs"]
+        again = c.post("/api/jobs", json={"resume": "early"})
+        assert again.status_code == 202, again.text
+        assert wait_finished(c, again.json()["id"])["state"] == "done"
+        row = next(x for x in c.get("/api/run-table").json()["runs"] if x["name"] == "early")
+        assert row["state"] == "done" and row["epochs"] == 2
+
+
+def test_run_folder_with_settings_only_is_listed_resumable(runs_dir):
+    (runs_dir / "settings-only").mkdir()
+    (runs_dir / "settings-only" / "config.json").write_text(
+        json.dumps({"model": "mlp", "dataset": "mnist", "epochs": 3})
+    )
+    with client_for(runs_dir) as c:
+        rows = {r["name"]: r for r in c.get("/api/run-table").json()["runs"]}
+        assert (
+            rows["settings-only"]["state"] == "resumable" and rows["settings-only"]["weights"] is False
+        )
+        assert rows["demo/cnn"]["state"] == "done" and rows["demo/cnn"]["date"]
+        assert "settings-only" not in [r["name"] for r in c.get("/api/runs").json()["runs"]]

@@ -71,11 +71,40 @@ def run_row(name: str, folder: Path) -> dict:
     return row
 
 
+def unstarted_rows(runs_dir: Path | None, listed: dict) -> list[dict]:
+    """Rows of the runs folder's run folders stopped before their first epoch saved weights."""
+    from cnnlab.runs import CONFIG
+
+    rows = []
+    folders = (
+        sorted(p for p in runs_dir.iterdir() if p.is_dir())[:500]
+        if runs_dir and runs_dir.is_dir()
+        else []
+    )
+    for folder in folders:
+        config = (
+            _read(folder / CONFIG)
+            if folder.name not in listed and not folder.name.startswith(".")
+            else None
+        )
+        if isinstance(config, dict) and not (folder / WEIGHTS).exists():
+            row = {"name": folder.name, "model": config.get("model"), "dataset": config.get("dataset")}
+            row.update(epochs=0, test_accuracy=None, val_accuracy=None, parameters=None, error=None)
+            row.update(date=None, state="resumable", weights=False)
+            rows.append(row)
+    return rows
+
+
 @router.get("/api/run-table", summary="Every run as a row of the Runs table")
 def run_table(registry: RegistryDep) -> dict:
     """Model, dataset, epochs, test/val accuracy, parameters, date and state of every run
-    (state "resumable": it stopped before its last epoch; `POST /api/jobs {"resume": name}`)."""
-    return {"runs": [run_row(name, folder) for name, folder in registry.names().items()]}
+    (state "resumable": it stopped before its last epoch; `POST /api/jobs {"resume": name}`),
+    and the run folders stopped before their first epoch (`"weights": false`)."""
+    names = registry.names()
+    return {
+        "runs": [run_row(name, folder) for name, folder in names.items()]
+        + unstarted_rows(registry.runs_dir, names)
+    }
 
 
 def _fresh(path: Path, weights: Path) -> bool:

@@ -32,7 +32,7 @@ function renderTable() {
   for (const r of sorted) {
     const tick = el("input", { type: "checkbox", value: r.name, "aria-label": `compare ${r.name}` });
     tick.addEventListener("change", updateCompareButton);
-    const link = el("a", { href: `#run=${encodeURIComponent(r.name)}`, text: r.name });
+    const link = r.weights === false ? el("span", { text: r.name, title: "stopped before its first epoch" }) : el("a", { href: `#run=${encodeURIComponent(r.name)}`, text: r.name });
     const state = r.state === "resumable" ? el("span", { class: "badge", text: "resumable" }) : null;
     const nameCell = el("td", {}, state ? [link, state] : [link]);
     body.appendChild(el("tr", { "data-run": r.name }, [

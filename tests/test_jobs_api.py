@@ -340,3 +340,12 @@ def test_run_folder_with_settings_only_is_listed_resumable(runs_dir):
         )
         assert rows["demo/cnn"]["state"] == "done" and rows["demo/cnn"]["date"]
         assert "settings-only" not in [r["name"] for r in c.get("/api/runs").json()["runs"]]
+
+
+def test_no_queue_still_runs_one_job_at_a_time(runs_dir):
+    with client_for(runs_dir, max_jobs=1, queue=0) as c:
+        first = c.post("/api/jobs", json={**QUICK, "name": "only"})
+        assert first.status_code == 202
+        assert c.post("/api/jobs", json={**QUICK, "name": "second"}).status_code == 429
+        c.delete(f"/api/jobs/{first.json()['id']}")
+        assert wait_finished(c, first.json()["id"])["state"] == "cancelled"

@@ -30,6 +30,7 @@ POLL_S = 0.2  # how often a watcher reads its job's events file
 STOP_WAIT_S = 60.0  # a cancelled child gets this long to save its run before it is killed
 MAX_EVENTS = 4000  # events kept per job (the epoch ends and the final line are always kept)
 FINISHED = ("done", "failed", "cancelled")
+KEEP_FINISHED = 50  # finished jobs a server remembers (their run folders stay, listed in Runs)
 
 
 class QueueFull(CnnlabError):
@@ -142,7 +143,8 @@ class JobManager:
             if self.closing:
                 raise QueueFull("the server is stopping; start the job again later")
             waiting = sum(j.state == "queued" for j in self.jobs.values())
-            if waiting >= self.settings.queue:
+            running = sum(j.state == "running" for j in self.jobs.values())
+            if running >= self.settings.max_jobs and waiting >= self.settings.queue:
                 raise QueueFull(f"{waiting} jobs are waiting already (--queue {self.settings.queue})")
             taken = {j.run for j in self.jobs.values() if j.state not in FINISHED}
             run, argv = job_argv(body, self.runs_dir, self.settings, taken)
@@ -158,8 +160,17 @@ class JobManager:
             )
             job.argv += ["--events", str(job.events_path)]
             self.jobs[job_id] = job
+            self._forget_old()
             self._pump()
         return job
+
+    def _forget_old(self) -> None:
+        """Drop the oldest finished jobs beyond KEEP_FINISHED (called with the lock held)."""
+        finished = sorted(
+            (j for j in self.jobs.values() if j.state in FINISHED), key=lambda j: j.created
+        )
+        for job in finished[: max(len(finished) - KEEP_FINISHED, 0)]:
+            del self.jobs[job.id]
 
     def get(self, job_id: str) -> Job:
         """The job called job_id; JobNotFound when none is."""

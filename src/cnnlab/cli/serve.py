@@ -9,6 +9,7 @@ from pathlib import Path
 
 DEFAULT_RUN = Path("runs/demo/cnn")  # the CNN run that `cnnlab demo` (`make demo`) writes
 DEFAULT_RUNS_DIR = Path("runs")
+SHUTDOWN_S = 3  # open event streams are cut after this, then running jobs are stopped and saved
 KEEP_ALIVE_S = 5  # an idle kept-alive connection is closed after this: idle sockets cost the server
 
 
@@ -67,7 +68,45 @@ def register(sub, common) -> None:
         help="torch threads per request: requests run side by side, each on one "
         "thread, which beats sharing threads for a model this small (default: 1)",
     )
+    _add_job_options(p)
     p.set_defaults(func=cmd_serve)
+
+
+def _add_job_options(p) -> None:
+    """The flags of training jobs started from the Train page (/train)."""
+    p.add_argument(
+        "--max-jobs", type=int, default=1, metavar="N", help="training jobs run at once (default: 1)"
+    )
+    p.add_argument(
+        "--queue", type=int, default=4, metavar="N", help="jobs that may wait; more get 429 (default: 4)"
+    )
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="image-folder datasets the Train page may use: the folders in DIR (default: none)",
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="run each job under torchrun with N processes (default: one process)",
+    )
+
+
+def _job_settings(args, host: str):
+    """JobSettings from the flags; a token when the server is not on loopback."""
+    import secrets
+
+    from cnnlab.errors import ConfigError
+    from cnnlab.web.jobs import JobSettings
+
+    if args.max_jobs < 1 or args.queue < 0 or (args.nproc is not None and args.nproc < 1):
+        raise ConfigError("--max-jobs and --nproc must be >= 1 and --queue >= 0")
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else None
+    if data_dir is not None and not data_dir.is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir}: no such folder")
+    token = None if _is_loopback(host) else secrets.token_urlsafe(24)
+    return JobSettings(token, args.max_jobs, args.queue, data_dir, args.nproc, None)
 
 
 def cmd_serve(args) -> int:
@@ -87,8 +126,14 @@ def cmd_serve(args) -> int:
         raise ConfigError(f"--threads must be >= 1, not {args.threads}")
     torch.set_num_threads(args.threads)
     hosts, any_ip = hosts_for_bind(args.host, args.allow_host)
+    jobs = _job_settings(args, args.host)
     app = create_app(
-        runs, runs_dir=runs_dir, cache_size=args.cache, allowed_hosts=hosts, any_ip_host=any_ip
+        runs,
+        runs_dir=runs_dir,
+        cache_size=args.cache,
+        allowed_hosts=hosts,
+        any_ip_host=any_ip,
+        jobs=jobs,
     )
     run = app.state.registry.default
 
@@ -106,6 +151,10 @@ def cmd_serve(args) -> int:
             f"cnnlab: warning: listening on {host}: other machines can reach this server",
             file=sys.stderr,
         )
+    if jobs.token is not None:  # printed once: whoever holds this URL may train on this machine
+        print(
+            f"cnnlab: the Train page's URL: http://{shown}:{port}/login?token={jobs.token}", flush=True
+        )
     config = uvicorn.Config(
         app,
         host=host,
@@ -113,6 +162,7 @@ def cmd_serve(args) -> int:
         log_level="warning" if args.quiet else "info",
         access_log=not args.quiet,
         timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=SHUTDOWN_S,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0

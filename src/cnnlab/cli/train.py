@@ -16,6 +16,7 @@ import sys
 import time
 
 from cnnlab.cli.config_flags import add_config_options, config_overrides
+from cnnlab.cli.events import EventLog, with_final_event
 from cnnlab.cli.output import progress_enabled
 
 
@@ -47,7 +48,8 @@ def register(sub, common) -> None:
     p.add_argument(
         "--overwrite", action="store_true", help="replace a run already in --out (default: refuse)"
     )
-    p.set_defaults(func=cmd_train)
+    p.add_argument("--events", metavar="FILE", help="append progress as JSON lines (default: none)")
+    p.set_defaults(func=with_final_event(cmd_train))
 
 
 def epoch_line(row: dict) -> str:
@@ -206,7 +208,7 @@ def cmd_train(args) -> int:
     from cnnlab.train import TrainingInterrupted, fit
 
     config, out = _config_and_out(args, config_overrides(args))
-    progress = Progress(args)
+    progress = EventLog(args.events, Progress(args))
     try:
         result = fit(
             config, out, callback=progress, resume_from=args.resume, dist_timeout=args.dist_timeout

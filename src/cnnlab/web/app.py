@@ -30,6 +30,7 @@ from fastapi import FastAPI
 
 from cnnlab import __version__
 from cnnlab.data.images import WEB_MAX_PIXELS
+from cnnlab.web import routes_inspect, routes_jobs
 from cnnlab.web.limits import BUSY_WAIT_S, WorkLimiter, default_in_flight
 from cnnlab.web.middleware import BODY_READ_TIMEOUT_S, MAX_BODY_BYTES
 
@@ -49,13 +50,15 @@ def create_app(
     max_in_flight: int | None = None,
     busy_wait_s: float = BUSY_WAIT_S,
     body_read_timeout_s: float = BODY_READ_TIMEOUT_S,
+    jobs=None,
 ) -> FastAPI:
     """The web app. `run_dir`: one run folder or several (the first is the default run);
     `runs_dir`: a folder whose run folders are offered too; `cache_size`: loaded runs kept;
     `data_root`: where the shift test finds test images. The rest are the limits documented
     in `middleware` and `limits` (`allowed_hosts`/`any_ip_host`: Hosts answered besides
     loopback; `max_pixels`: the upload pixel cap; `max_in_flight`, `busy_wait_s`: the work
-    limiter; `max_body_bytes`, `body_read_timeout_s`: the body limit).
+    limiter; `max_body_bytes`, `body_read_timeout_s`: the body limit); `jobs`: how training
+    jobs run (`cnnlab.web.jobs.JobSettings`; default: loopback, one at a time).
 
     Raises:
         CheckpointError: the default run cannot be loaded.
@@ -82,6 +85,8 @@ def create_app(
     )
     setup.add_middleware(app, max_body_bytes, body_read_timeout_s, allowed_hosts, any_ip_host)
     setup.add_error_handlers(app)
-    for router in (routes_runs, routes_predict, routes_shapes, routes_pages):
+    routes_jobs.install(app, jobs)
+    routers = (routes_runs, routes_inspect, routes_jobs, routes_predict, routes_shapes, routes_pages)
+    for router in routers:
         app.include_router(router.router)
     return app

@@ -27,9 +27,20 @@ STATIC_FILES = {
     "common.js": "text/javascript",
     "app.js": "text/javascript",
     "shapes.js": "text/javascript",
+    "train.html": "text/html",
+    "runs.html": "text/html",
+    "charts.js": "text/javascript",
+    "train.js": "text/javascript",
+    "runs.js": "text/javascript",
     "style.css": "text/css",
 }
-PAGES = {"/": "index.html", "/network": "network.html", "/shapes": "shapes.html"}
+PAGES = {
+    "/": "index.html",
+    "/network": "network.html",
+    "/shapes": "shapes.html",
+    "/train": "train.html",
+    "/runs": "runs.html",
+}
 # Swagger UI's files, from the fastapi_offline package
 DOCS_FILES = {
     "swagger-ui-bundle.js": "text/javascript",

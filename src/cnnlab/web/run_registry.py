@@ -44,6 +44,7 @@ class LoadedRun:
     run: object
     predictor: object
     layers: list = field(default_factory=list)
+    weights_mtime_ns: int = 0  # of the weights loaded: a run retrained in place is reloaded
 
     @property
     def convs(self) -> list:
@@ -206,7 +207,7 @@ class RunRegistry:
         """
         name = self.default if name is None else check_name(name)
         with self._lock:
-            if name in self._cache:
+            if name in self._cache and not _stale(self._cache[name]):
                 self._cache.move_to_end(name)
                 return self._cache[name]
         folder = self.names().get(name)
@@ -221,12 +222,26 @@ class RunRegistry:
         return loaded
 
 
+def _mtime_ns(folder: Path) -> int:
+    """The weights' modification time, 0 when unreadable."""
+    try:
+        return (folder / WEIGHTS).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _stale(loaded: LoadedRun) -> bool:
+    """True when the run's weights changed since they were loaded (a resumed job)."""
+    return _mtime_ns(loaded.run.path) != loaded.weights_mtime_ns
+
+
 def _load(name: str, folder: Path) -> LoadedRun:
     """Load one run folder for serving."""
     from cnnlab.explain import conv_and_pool_layers
     from cnnlab.predict import Predictor
     from cnnlab.runs import load_run
 
+    mtime = _mtime_ns(folder)
     run = load_run(folder)
     predictor = Predictor(run)
-    return LoadedRun(name, run, predictor, conv_and_pool_layers(predictor.model))
+    return LoadedRun(name, run, predictor, conv_and_pool_layers(predictor.model), mtime)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p.stem for p in (ROOT / "research").glob("*.py") if p.stem not in ("common", "__init__"))
+SCRIPTS = sorted(
+    p.stem for p in (ROOT / "research").glob("*.py") if p.stem not in ("common", "__init__")
+)
 
 
 def test_every_research_script_is_listed_in_benchmarks():

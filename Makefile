@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-packages
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-packages demo test test-fast bench bench-record notebook fuzz serve lint clean
+.PHONY: screenshots help setup system-packages demo test test-fast bench bench-record notebook fuzz serve lint clean
 
 # Times are rough, for 2 cores of the two CPUs seen so far: Zen 5 (AVX-512 BF16) and Zen 3 (AVX2).
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-record - the same, rewriting the committed benchmarks/results and BENCHMARKS.md"
 	@echo "make notebook   - run notebooks/lesson.ipynb headless into runs/notebook/: ~100 s on Zen 3"
 	@echo "make serve      - the draw-a-digit web app on http://127.0.0.1:8000 (needs make demo)"
+	@echo "make screenshots - the lab's pages in Chromium, desktop and phone, into docs/: minutes"
 	@echo "make lint       - ruff and the import-layering contracts (.importlinter): seconds"
 
 $(BIN)/python:
@@ -83,6 +84,9 @@ fuzz: setup
 
 serve: setup
 	$(BIN)/cnnlab serve
+
+screenshots: setup system-packages
+	CNNLAB_SCREENSHOTS=docs $(BIN)/python -m pytest tests/test_lab_live.py tests/test_network_live.py tests/test_jobs_live.py -q
 
 lint: setup
 	$(BIN)/ruff check src tests research examples benchmarks

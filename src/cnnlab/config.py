@@ -313,6 +313,11 @@ def make_config(recipe: str | None = None, **overrides) -> TrainConfig:
     return config
 
 
+def flag_name(f) -> str:
+    """`--batch-size` for batch_size (or the field's own `flag`)."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
 def default_value(f):
     """A TrainConfig field's default (calling its factory)."""
     return f.default_factory() if f.default is MISSING else f.default

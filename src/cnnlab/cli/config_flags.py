@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import fields
 
-from cnnlab.config import RECIPES, TrainConfig, default_value, field_type
+from cnnlab.config import RECIPES, TrainConfig, default_value, field_type, flag_name
 
 # What a reader of --help wants to know before choosing (measured: README "Speed", BENCHMARKS.md)
 RECIPE_NOTES = {
@@ -38,11 +38,6 @@ def json_object(text: str) -> dict:
 def _escape(help_text: str) -> str:
     """argparse formats help with %: a literal percent sign is %%."""
     return help_text.replace("%", "%%")
-
-
-def flag_name(f) -> str:
-    """`--batch-size` for batch_size (or the field's own `flag`)."""
-    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
 
 
 def _default_text(f) -> str:

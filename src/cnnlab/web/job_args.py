@@ -83,8 +83,7 @@ def check_fields(body: dict, data_dir: Path | None) -> tuple[str | None, dict]:
 
 def flag_args(overrides: dict) -> list[str]:
     """`cnnlab train` flags for TrainConfig overrides (the same names the CLI takes)."""
-    from cnnlab.cli.config_flags import flag_name
-    from cnnlab.config import TrainConfig
+    from cnnlab.config import TrainConfig, flag_name
 
     out: list[str] = []
     for f in fields(TrainConfig):

@@ -106,3 +106,14 @@ def test_resume_of_a_folder_with_only_its_config_starts_from_epoch_0(fake_datase
     assert [m["epoch"] for m in json.loads((out / runs.METRICS).read_text())] == [1, 2]
     resumed = runs.load_run(out).model.state_dict()
     assert all(torch.equal(resumed[k], v) for k, v in reference.items())
+
+
+def test_train_out_that_cannot_be_a_folder_says_so(fake_dataset, tmp_path, capsys):
+    """`--out` under a regular file (as root, a chmod 555 folder is still writable)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = ["train", "--dataset", "fake", "--model", "mlp", "--device", "cpu", "-q"]
+    assert main([*args, "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "choose a folder you can write to with --out" in err[0], err
+    assert "free some space" not in err[0]

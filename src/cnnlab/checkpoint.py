@@ -10,6 +10,7 @@ run folder always belong to the same epoch, and a failed write is one Checkpoint
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -26,6 +27,8 @@ from cnnlab.config import RESUME_MAY_CHANGE, TrainConfig
 from cnnlab.errors import CheckpointError, ConfigError
 from cnnlab.tensorfile import load_tensors, save_tensors
 
+# failed writes that freeing space would not fix: read-only, no permission, a file in the way
+NOT_SPACE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR)
 RESUME_FORMAT = "cnnlab-resume-2"  # 2: the JSON rest lives in resume.safetensors' metadata
 
 
@@ -251,7 +254,7 @@ def disk_errors(out_dir: Path, epoch: int):
         yield
     except OSError as e:
         reason = e.strerror or str(e)
-        if e.errno in (30, 13):  # EROFS, EACCES: not a space problem
+        if e.errno in NOT_SPACE:
             fix = "choose a folder you can write to with --out"
         else:
             fix = f"free some space and continue with `cnnlab train --resume {out_dir}`"

@@ -67,10 +67,10 @@ test-fast: setup
 
 # results under runs/bench (untracked); bench-record rewrites the committed figures on purpose
 bench: setup
-	$(BIN)/cnnlab bench all
+	$(BIN)/cnnlab bench all --commands 3
 
 bench-record: setup
-	$(BIN)/cnnlab bench all --record
+	$(BIN)/cnnlab bench all --commands 3 --record
 
 # the executed copy goes to runs/ (jupyter's --output is relative to the notebook's folder)
 notebook: setup

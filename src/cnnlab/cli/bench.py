@@ -57,6 +57,19 @@ def _add_speedrun_options(p: argparse.ArgumentParser) -> None:
         help="skip the lesson-loop baseline (default: run it)",
     )
     p.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip the published recipe, trained seed for seed beside the recipe (default: run it)",
+    )
+    p.add_argument(
+        "--commands",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the whole cnnlab train / predict commands N times each (default: 0)",
+    )
+    p.add_argument(
         "--train-subset",
         type=int,
         default=None,
@@ -160,6 +173,8 @@ def _speedrun(args) -> dict:
         train_subset=args.train_subset,
         test_subset=args.test_subset,
         baseline=args.baseline,
+        reference=args.reference,
+        commands=args.commands,
         callback=_Reporter(args),
     )
     t, a = result["train_s"], result["test_acc"]
@@ -177,7 +192,35 @@ def _speedrun(args) -> dict:
             f"{result['speedup_vs_baseline']:.1f}x slower"
         )
     print(line)
+    for extra in _speedrun_extras(result):
+        print(extra)
     return result
+
+
+def _speedrun_extras(result: dict) -> list[str]:
+    """The published recipe, the roofline and the whole commands, a line each."""
+    lines = []
+    if "reference" in result:
+        r = result["reference"]
+        lines.append(
+            f"the published recipe: {r['train_s']['mean']:.2f} s -> "
+            f"{100 * r['test_acc']['mean']:.2f} %, "
+            f"{result['speedup_vs_reference']:.1f}x slower"
+        )
+    if "roofline" in result:
+        r = result["roofline"]
+        lines.append(
+            f"roofline: {r['training_gmacs_per_s']:.1f} G multiply-adds/s in training, a GEMM "
+            f"{r['gemm_gmacs_per_s']:.1f}: {100 * r['fraction_of_gemm']:.0f} % of it"
+        )
+    if "commands" in result:
+        c = {k: v["median"] for k, v in result["commands"].items() if isinstance(v, dict)}
+        lines.append(
+            f"whole commands (median): import torch {c['import_torch_s']:.2f} s, cnnlab train "
+            f"{c['train_command_s']:.2f} s (of it {c['train_command_training_s']:.2f} s training), "
+            f"cnnlab predict {c['predict_command_s']:.2f} s"
+        )
+    return lines
 
 
 def cmd_speedrun(args) -> int:

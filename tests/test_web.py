@@ -24,6 +24,7 @@ from cnnlab.preprocess import to_model_input
 from cnnlab.runs import load_run
 from cnnlab.web.app import create_app
 from cnnlab.web.middleware import BodyLimitMiddleware
+from cnnlab.web.payload import WHITE_QUANTILE
 from drawn import draw_digit, encode
 from web_runs import fake_web_run, forged_png, mnist_web_run
 
@@ -149,11 +150,13 @@ def test_explain_gives_the_first_conv_layers_maps(client, predictor):
     )[first.name][0]  # (C, h, w)
     assert layer["shape"] == list(maps.shape) and len(layer["maps"]) == maps.shape[0]
     lo, hi = layer["range"]
-    assert lo == pytest.approx(float(maps.min()), abs=1e-5) and hi == pytest.approx(float(maps.max()))
+    white = float(torch.quantile(maps.flatten(), WHITE_QUANTILE))  # a few hot pixels clip
+    assert lo == pytest.approx(float(maps.min()), abs=1e-5) and hi == pytest.approx(white, rel=1e-5)
     for url, m in zip(layer["maps"], maps, strict=True):  # one brightness scale for the layer
         img = np.asarray(decode_data_url(url), dtype=np.float32)
         assert img.shape == tuple(m.shape)
-        assert np.abs(img - ((m - lo) / (hi - lo) * 255).numpy()).max() <= 0.51
+        expected = ((m - lo) / (hi - lo) * 255).clamp(0, 255).numpy()
+        assert np.abs(img - expected).max() <= 0.51
 
 
 def test_explain_all_layers(client, predictor):

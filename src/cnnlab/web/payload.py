@@ -135,16 +135,23 @@ def input_data_url(x: torch.Tensor) -> str:
     return png_data_url(arr[:, :, 0] if arr.shape[2] == 1 else arr)
 
 
+WHITE_QUANTILE = 0.995  # the activation drawn white (see feature_map_urls)
+WHITE_SAMPLE = 1 << 20
+
+
 def feature_map_urls(maps: torch.Tensor) -> tuple[list[str], tuple[float, float]]:
     """One layer's (channels, h, w) activations as grey PNG data URLs on one shared scale.
 
     One scale for the whole layer (not one per map) so that a map that barely responds looks
-    dark instead of being stretched into noise.
+    dark instead of being stretched into noise. White is the layer's 99.5th percentile, not its
+    maximum: a few very bright pixels would otherwise leave every other map nearly black.
 
     Returns:
-        (data URLs, (lowest, highest) activation: black and white).
+        (data URLs, (the activations shown black and white; brighter ones are clipped)).
     """
-    lo, hi = float(maps.min()), float(maps.max())
+    flat = maps.detach().float().flatten()
+    flat = flat[:: max(1, flat.numel() // WHITE_SAMPLE)]  # torch.quantile takes at most 2^24 values
+    lo, hi = float(flat.min()), float(torch.quantile(flat, WHITE_QUANTILE))
     scaled = (maps - lo) / (hi - lo) if hi > lo else torch.zeros_like(maps)
     grey = (scaled * 255).round().clamp(0, 255).to(torch.uint8).numpy()  # (C, h, w)
     return [png_data_url(m) for m in grey], (lo, hi)

@@ -87,12 +87,12 @@ def shift_test(
         correct = 0
         with torch.inference_mode():
             for xb, yb in zip(moved.split(BATCH), targets.split(BATCH), strict=True):
-                correct += int((model(_normalise(xb.float() / 255, mean, std)).argmax(1) == yb).sum())
+                correct += int((model(normalise(xb.float() / 255, mean, std)).argmax(1) == yb).sum())
         out.append(correct / len(images))
     return out
 
 
-def _normalise(x01: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalise(x01: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """A [0, 1] batch normalised as in training."""
     m = torch.tensor(mean, dtype=x01.dtype).reshape(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x01.dtype).reshape(1, -1, 1, 1)
@@ -125,7 +125,7 @@ def _pgd(model, x, y, eps, mean, std, steps: int) -> torch.Tensor:
     for _ in range(steps):
         adv.requires_grad_(True)
         with torch.enable_grad():
-            loss = F.cross_entropy(model(_normalise(adv, mean, std)), y, reduction="sum")
+            loss = F.cross_entropy(model(normalise(adv, mean, std)), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, adv)
         adv = adv.detach() + alpha * grad.sign()
         adv = torch.minimum(torch.maximum(adv, x - e), x + e).clamp(0, 1)
@@ -182,4 +182,4 @@ def smallest_linf_nudge(
 def _answers(model, x01, mean, std) -> torch.Tensor:
     """The model's class index for each [0, 1] image."""
     with torch.inference_mode():
-        return model(_normalise(x01, mean, std)).argmax(1)
+        return model(normalise(x01, mean, std)).argmax(1)

@@ -146,7 +146,7 @@ def nudge_dict(loaded: LoadedRun, others: list[LoadedRun], pred) -> dict:
     """The smallest L-infinity nudge of a prediction's input, and each run's reading of it."""
     import torch
 
-    from cnnlab.robustness import smallest_linf_nudge
+    from cnnlab.robustness import normalise, smallest_linf_nudge
     from cnnlab.web.payload import input_data_url
 
     p = loaded.predictor
@@ -158,7 +158,7 @@ def nudge_dict(loaded: LoadedRun, others: list[LoadedRun], pred) -> dict:
     for other in [loaded, *others]:
         q = other.predictor
         with torch.inference_mode():
-            logits = q.model(((image[None] - _col(q.mean)) / _col(q.std)).float())
+            logits = q.model(normalise(image[None].float(), q.mean, q.std))
         probs = torch.softmax(logits, 1)[0]
         readings[other.name] = {
             "label": q.classes[int(probs.argmax())],
@@ -176,12 +176,6 @@ def nudge_dict(loaded: LoadedRun, others: list[LoadedRun], pred) -> dict:
         "image": input_data_url((image * 255).round().clamp(0, 255).to(torch.uint8)),
         "readings": readings,
     }
-
-
-def _col(values):
-    import torch
-
-    return torch.tensor(values).reshape(1, -1, 1, 1)
 
 
 @router.post(

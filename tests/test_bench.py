@@ -54,11 +54,11 @@ def test_fast_model_is_cheap_and_flattens_to_576():
         get_model("fast", widths=(8, 0, 64))
 
 
-@pytest.mark.parametrize("recipe", ["fast", "best"])
+@pytest.mark.parametrize("recipe", ["fast", "quick", "best"])
 def test_recipes_run_end_to_end_on_a_small_subset(fake_dataset, recipe):
     # all 600 images: onecycle needs more than 4 steps (torch's OneCycleLR divides by zero)
     config = make_config(recipe, dataset="fake", device="cpu", epochs=2)
-    assert config.model == {"fast": "fast", "best": "cnn"}[recipe]
+    assert config.model == {"fast": "fast", "quick": "fast", "best": "cnn"}[recipe]
     result = fit(config)
     assert len(result.metrics) == 2
     # test-time augmentation is for the final figure; earlier epochs are evaluated plainly

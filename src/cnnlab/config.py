@@ -257,6 +257,26 @@ RECIPES: dict[str, dict] = {
         channels_last=True,
         tta=4,
     ),
+    # 99.5 % in no more CPU time than the published recipe's 99.0 %: the `fast` net widened to
+    # 24/48/128 over 4 epochs of shifted, rotated and scaled images (chosen on validation:
+    # research/quick_recipe.py)
+    "quick": dict(
+        model="fast",
+        model_kwargs={"stem": "whiten", "widths": [24, 48, 128]},
+        epochs=4,
+        batch_size=256,
+        lr=0.03,
+        adam_betas=(0.7, 0.9),
+        cycle_momentum=False,
+        label_smoothing=0.1,
+        optimizer="adam",
+        schedule="onecycle",
+        augment=True,
+        rotate=10.0,
+        scale=0.1,
+        channels_last=True,
+        tta=4,
+    ),
     # the most accurate single model in about ten minutes of a CPU with AVX512-BF16
     # (without bf16 hardware it trains in float32, about twice as long)
     "best": dict(

@@ -194,3 +194,18 @@ def test_the_demo_cnn_reads_drawn_digits():
     right = sum(int(p.label) == d for p, (_, d) in zip(preds, items, strict=True))
     print(f"\ndrawn digits, demo cnn: {right}/{len(items)} = {right / len(items):.1%}")
     assert right / len(items) >= 0.9
+
+
+def test_the_demo_trains_the_quick_cnn_and_measures_the_shift_test(tmp_path, real_root):
+    from cnnlab.reports.demo import MAX_SHIFT, run_demo
+
+    rows, files = run_demo(tmp_path / "demo", device="cpu", epochs=1, train_subset=3000, test_subset=300)
+    assert [r.name for r in rows] == ["mlp", "cnn"]
+    # the run folder keeps the web app's name; its net is the quick recipe's
+    assert load_run(tmp_path / "demo" / "cnn").model_name == "fast"
+    assert files["shift test"].stat().st_size > 0
+    report = files["report"].read_text()
+    section = report.split("## Moved digits")[1]
+    table = [line for line in section.splitlines() if line.startswith(("| mlp", "| cnn"))]
+    assert len(table) == 2 and all(len(line.split("|")) == MAX_SHIFT + 4 for line in table)
+    assert "first 300 test images" in section and "--recipe quick" in report

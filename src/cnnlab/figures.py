@@ -107,6 +107,21 @@ def comparison_curves(histories: dict[str, Sequence[dict]], out: str | os.PathLi
     return save_figure(fig, out)
 
 
+def shift_curves(accuracy: dict[str, Sequence[float]], n: int, out: str | os.PathLike) -> Path:
+    """Accuracy of each model (name -> one figure per shift k = 0, 1, ...) on n moved images."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, accs in accuracy.items():
+        ax.plot(range(len(accs)), [100 * a for a in accs], "o-", label=name)
+    ax.set_xlabel("pixels moved right and down (no re-centring)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"the first {n:,} test images, moved")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, out)
+
+
 def _label_axes(ax_loss, ax_acc, epochs) -> None:
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")

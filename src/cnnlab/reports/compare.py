@@ -105,7 +105,9 @@ def compare_models(
     rows: list[ComparedModel] = []
     histories, confusions = {}, {}
     for name in models:
-        config = replace(base, model=name, **per_model.get(name, {}))
+        # a compared name is its run folder; its settings may name another model (the demo's
+        # "cnn" trains the quick recipe's net)
+        config = replace(base, **{"model": name, **per_model.get(name, {})})
         config.validate()
         if callback:
             callback({"event": "model", "name": name, "config": config})

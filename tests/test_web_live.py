@@ -44,6 +44,8 @@ def server(tmp_path_factory, real_root):
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # not the checkout: serve also lists ./runs, where `make demo` may have left other runs
+        cwd=tmp_path_factory.mktemp("serve-cwd"),
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)

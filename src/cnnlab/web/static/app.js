@@ -375,7 +375,9 @@ async function start() {
   try {
     const { runs, default: first } = await lab.getJSON("/api/runs");
     state.runs = runs;
-    lab.fillRuns($("run-a"), runs, ["demo/mlp", first]);
+    // the server's default run first (the first RUN given to `cnnlab serve`); with none given
+    // it is demo/cnn, and the page pairs the demo's mlp with it
+    lab.fillRuns($("run-a"), runs, first === "demo/cnn" ? ["demo/mlp", first] : [first]);
     lab.fillRuns($("run-b"), runs, ["demo/cnn", ...runs.map((r) => r.name).filter((n) => n !== $("run-a").value)]);
     $("run-a").addEventListener("change", runsChanged);
     $("run-b").addEventListener("change", runsChanged);

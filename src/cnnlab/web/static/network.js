@@ -311,7 +311,7 @@ async function start() {
   paper();
   try {
     const { runs, default: first } = await lab.getJSON("/api/runs");
-    lab.fillRuns($("run"), runs.filter((r) => !r.error), ["demo/cnn", first]);
+    lab.fillRuns($("run"), runs.filter((r) => !r.error), [first, "demo/cnn"]);
     $("run").addEventListener("change", update);
     const kept = lab.keptDrawing();
     if (kept) {

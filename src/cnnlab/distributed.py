@@ -147,6 +147,9 @@ def setup(device: torch.device, timeout_s: float | None = None) -> DistContext:
 def cleanup() -> None:
     """Leave the process group (if any) once training is over."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # all ranks leave together: a gloo group torn down while another rank still talks to it
+        # can abort the process ("terminate called without an active exception")
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

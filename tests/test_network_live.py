@@ -32,8 +32,10 @@ def open_network_from_draw(browser, server, errors, view):
     draw_digit_with_mouse(page, 7)
     wait_for_update(page, 0)
     page.click("nav a[href='/network']")
+    page.wait_for_url("**/network")
+    # during the navigation the new document may have no body yet
     page.wait_for_function(
-        "() => document.body.dataset.ready === '1' && Number(document.body.dataset.updates) > 0",
+        "() => document.body?.dataset.ready === '1' && Number(document.body.dataset.updates) > 0",
         timeout=60_000,
     )
     return context, page

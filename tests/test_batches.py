@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from cnnlab.data.batches import Augment, InMemoryBatches, augment_batch, shift_batch
+from cnnlab.data.batches import Augment, InMemoryBatches, affine_grid, augment_batch, shift_batch
 from cnnlab.errors import ConfigError
 
 
@@ -68,6 +69,15 @@ def test_affine_augment_keeps_shape_and_mass():
     out = augment_batch(x, Augment(translate=2, rotate=10, scale=0.1), torch.Generator().manual_seed(0))
     assert out.shape == x.shape
     assert torch.allclose(out.sum((1, 2, 3)), x.sum((1, 2, 3)), rtol=0.3)
+
+
+@pytest.mark.parametrize("h, w", [(28, 28), (7, 12), (1, 3)])
+def test_affine_grid_matches_torch(h, w):
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(h * w))
+    want = F.affine_grid(theta, [5, 1, h, w], align_corners=False)
+    got = affine_grid(theta, h, w)
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_augment_fills_black_not_mean():

@@ -47,8 +47,21 @@ def augment_batch(x: torch.Tensor, aug: Augment, generator: torch.Generator) -> 
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(
         x.dtype
     )  # (B, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = affine_grid(theta, h, w)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """F.affine_grid(theta, (B, C, h, w), align_corners=False) as one broadcast sum.
+
+    F.affine_grid builds its base grid and runs a batched matmul on every call, which at MNIST
+    size costs more than the warp itself (timed in benchmarks/BENCHMARKS.md); same coordinates.
+    """
+    xs = torch.arange(w, dtype=theta.dtype, device=theta.device).mul_(2).add_(1).div_(w).sub_(1)
+    ys = torch.arange(h, dtype=theta.dtype, device=theta.device).mul_(2).add_(1).div_(h).sub_(1)
+    t = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1): each coefficient broadcast over the map
+    grid = t[:, :, 0] * xs + t[:, :, 1] * ys[:, None] + t[:, :, 2]  # (B, 2, h, w)
+    return grid.permute(0, 2, 3, 1)  # (B, h, w, 2), x then y, as grid_sample reads it
 
 
 def shift_batch(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

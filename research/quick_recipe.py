@@ -110,10 +110,14 @@ VARIANTS = {
             "rotate": 10.0,
         },
     ),
-    "quick, bf16": ("quick", {"bf16": True}),
+    "quick (as it is)": ("quick", {}),
+    "quick in float32": ("quick", {"bf16": False}),
     "quick, batch 512, lr 0.04": ("quick", {"batch_size": 512, "lr": 0.04}),
     "quick, 3 ep": ("quick", {"epochs": 3}),
     "quick, widths 24/48/96": ("quick", {"model_kwargs": {"stem": WHITEN, "widths": [24, 48, 96]}}),
+    "quick, widths 24/48/112": ("quick", {"model_kwargs": {"stem": WHITEN, "widths": [24, 48, 112]}}),
+    "quick, widths 24/40/112": ("quick", {"model_kwargs": {"stem": WHITEN, "widths": [24, 40, 112]}}),
+    "quick, widths 16/48/128": ("quick", {"model_kwargs": {"stem": WHITEN, "widths": [16, 48, 128]}}),
     "fast 24/48/128, 3 ep, shifts, TTA 8": (
         "fast",
         {

@@ -226,6 +226,19 @@ def test_cli_bench_speedrun_writes_json_and_table(fake_mnist, tmp_path, capsys):
     assert "#### speedrun" in md.read_text()
 
 
+def test_speedrun_ratio_words_stay_right_below_1x():
+    from cnnlab.cli.bench import _versus
+
+    assert _versus(8.3) == "the recipe is 8.3x faster"
+    assert _versus(0.932) == "the recipe takes 1.07x its time"  # never "0.9x slower"
+
+
+def test_quick_recipe_is_the_fast_net_widened_in_bf16_where_the_cpu_has_it():
+    config = make_config("quick")
+    assert config.model == "fast" and config.model_kwargs["widths"] == [24, 48, 128]
+    assert (config.epochs, config.rotate, config.scale, config.bf16) == (4, 10.0, 0.1, True)
+
+
 def test_cli_bench_writes_under_runs_unless_recorded(fake_mnist, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["bench", "batches", "--max-batches", "2", "--quiet"]

@@ -230,6 +230,7 @@ def test_speedrun_ratio_words_stay_right_below_1x():
     from cnnlab.cli.bench import _versus
 
     assert _versus(8.3) == "the recipe is 8.3x faster"
+    assert _versus(1.002) == "the recipe is 1.00x faster"
     assert _versus(0.932) == "the recipe takes 1.07x its time"  # never "0.9x slower"
 
 

@@ -200,7 +200,7 @@ def _speedrun(args) -> dict:
 def _versus(speedup: float) -> str:
     """A baseline's time over the recipe's (means) in words that stay right below 1x."""
     if speedup >= 1:
-        return f"the recipe is {speedup:.1f}x faster"
+        return f"the recipe is {speedup:.{2 if speedup < 2 else 1}f}x faster"
     return f"the recipe takes {1 / speedup:.2f}x its time"
 
 

@@ -39,6 +39,7 @@ def demo_configs(
     base = replace(base, **budget)
     base.validate()
     quick = {k: v for k, v in RECIPES[CNN_RECIPE].items() if k not in budget}
+    quick["bf16"] = False  # float32: the lesson's figures and its web model alike on every CPU
     return base, {"mlp": lesson_settings("mlp", explicit=budget), "cnn": quick}
 
 
@@ -73,12 +74,12 @@ def run_demo(
         "The lesson's question, answered by measurement: does a CNN beat a fully-connected "
         "network (MLP) on MNIST? `mlp` uses the lesson's settings (Adam lr 0.01, batch 64, "
         f"{mlp_epochs} {_epochs(mlp_epochs)}, pixels in [0, 1]; here with a one-cycle "
-        f"schedule), `cnn` the `{CNN_RECIPE}` recipe (a small stride-2 CNN trained for "
+        f"schedule), `cnn` the `{CNN_RECIPE}` recipe in float32 (a small stride-2 CNN trained for "
         f"{cnn_epochs} {_epochs(cnn_epochs)} on shifted, rotated and scaled images). Both see "
         f"the same {_images(base.train_subset, 60_000)} training images (seed {base.seed}) "
         f"and are tested on the {_images(base.test_subset, 10_000)} test images.\n\n"
         f"![samples]({SAMPLES})\n\nReproduce: `cnnlab demo` (or `make demo`); each model "
-        f"alone: `cnnlab train --recipe lesson-mlp`, `cnnlab train --recipe {CNN_RECIPE}`.\n"
+        f"alone: `cnnlab train --recipe lesson-mlp`, `cnnlab train --recipe {CNN_RECIPE} --no-bf16`.\n"
     )
     rows = compare_models(
         list(MODELS),

@@ -284,8 +284,6 @@ def save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, meta
     `steps` are the logged step rows (`cnnlab.run_logs`); the resume state keeps them so that a
     resumed run's metrics.csv still has every step.
     """
-    from cnnlab.figures import training_curves
-
     state = {
         "epoch": len(metrics),
         "config": asdict(config),
@@ -302,5 +300,7 @@ def save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, meta
         run_logs.write_metrics_csv(out_dir / run_logs.METRICS_CSV, metrics, steps)
         save_resume_state(out_dir, state)
     if metrics:
+        from cnnlab.figures import training_curves  # matplotlib only once there is a curve
+
         with disk_errors(out_dir, len(metrics)):
             training_curves(metrics, out_dir / runs.CURVES, title=f"{config.model} on {config.dataset}")

@@ -10,9 +10,7 @@ import torch
 from torch import nn
 
 from cnnlab.devices import autocast
-
-# optimisers whose step can be recorded in a CUDA graph (a device step counter, a tensor lr)
-CAPTURABLE_OPTIMIZERS = ("adam", "adamw")
+from cnnlab.optim import CAPTURABLE_OPTIMIZERS
 
 
 def cuda_graphs_apply(config, device: torch.device, world_size: int) -> bool:
@@ -85,10 +83,8 @@ class CapturedStep:
         self.graph.replay()  # recording ran nothing: this is the step
         return self.logits, self.loss
 
-    def close(self, scheduler=None) -> None:
+    def close(self) -> None:
         """Floats again for the optimiser's lr and flags (a CPU resume of the state works)."""
         for group, capturable in zip(self.optimizer.param_groups, self.capturable, strict=True):
             group["lr"] = float(group["lr"])
             group["capturable"] = capturable
-        if scheduler is not None and hasattr(scheduler, "_last_lr"):
-            scheduler._last_lr = [float(v) for v in scheduler._last_lr]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cnnlab import distributed, figures, io, metrics, runs
+from cnnlab import distributed, io, metrics, runs
 from cnnlab.config import TTA_MAX
 from cnnlab.data.factory import make_batches, raw_image
 from cnnlab.devices import autocast, resolve_device
@@ -169,6 +169,8 @@ def evaluate_run(
         **metrics.summary(cm, run.classes),
         "most_confused": metrics.most_confused(cm, run.classes, top=5),
     }
+    from cnnlab import figures  # matplotlib: only where a figure is drawn
+
     files = {"eval": io.write_json(out / EVAL_JSON, report)}
     files["confusion"] = figures.confusion_matrices(
         {run.model_name: cm.tolist()}, run.classes, out / CONFUSION
@@ -179,6 +181,8 @@ def evaluate_run(
 
 def _errors_figure(run, ds, probs, targets, report, out: Path, split: str, max_errors: int) -> Path:
     """The most confident mistakes as a grid (or a note that there are none)."""
+    from cnnlab import figures
+
     confidence, preds = probs.max(1)
     wrong = (preds != targets).nonzero().flatten()
     wrong = wrong[confidence[wrong].argsort(descending=True)][:max_errors]  # confident errors first

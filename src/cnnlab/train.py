@@ -1,13 +1,12 @@
 """Training: `fit(config, out_dir)` trains a registered model and writes a run folder.
 
-Read top to bottom: the optimiser and schedule tables, the batches, `train_one_epoch`, then
-`fit`: build the model, optimiser and schedule, and per epoch train, evaluate, check for a
-collapse and save the run folder. Progress goes to a callback as small dicts (the CLI draws a
-bar from them); this module never prints. Resume is exact: the epoch's permutation and
-augmentation come from (seed, epoch), and the RNG, optimiser and scheduler states are saved at
-every epoch end (`cnnlab.checkpoint`). Under torchrun the same loop runs in every process (see
-cnnlab.distributed): batch_size is the global batch, split evenly; rank 0 alone writes the run
-folder and reports progress.
+Read top to bottom: `train_one_epoch`, then `fit`: build the model, optimiser (cnnlab.optim)
+and schedule, and per epoch train, evaluate, check for a collapse and save the run folder.
+Progress goes to a callback as small dicts (the CLI draws a bar from them); this module never
+prints. Resume is exact: the epoch's permutation and augmentation come from (seed, epoch), and
+the RNG, optimiser and scheduler states are saved at every epoch end (`cnnlab.checkpoint`).
+Under torchrun the same loop runs in every process (see cnnlab.distributed): batch_size is the
+global batch, split evenly; rank 0 alone writes the run folder and reports progress.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from cnnlab.errors import CheckpointError, TrainingDivergedError
 from cnnlab.evaluation import evaluate, global_sums
 from cnnlab.model_card import write_model_card
 from cnnlab.models import get_model
-from cnnlab.optim import OPTIMIZERS, SCHEDULES
+from cnnlab.optim import SCHEDULES, Optimizer, make_optimizer
 
 Callback = Callable[[dict], None]
 
@@ -105,7 +104,7 @@ def _step_event(where: dict, sums: list, elapsed: float, optimizer) -> dict:
 def train_one_epoch(
     model: nn.Module,
     batches: Batches,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     loss_fn: nn.Module,
     *,
     scheduler=None,
@@ -149,7 +148,7 @@ def train_one_epoch(
                     reported = step
     finally:
         if captured is not None:
-            captured.close(scheduler)
+            captured.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -174,7 +173,7 @@ class _Job:
     ctx: object
     model: nn.Module  # the plain model: evaluated and saved
     train_model: nn.Module  # DDP-wrapped under torchrun
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     scheduler: object
     loss_fn: nn.Module
     train_batches: Batches
@@ -223,9 +222,8 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
         init_s = time.perf_counter() - t0
     train_model = distributed.wrap_model(model, ctx, sync_bn=config.sync_bn)
     model = distributed.unwrap(train_model)
-    optimizer = OPTIMIZERS[config.optimizer](
-        model.parameters(), config.lr, config.weight_decay, tuple(config.adam_betas)
-    )
+    graphs = cuda_graphs_apply(config, ctx.device, ctx.world_size)
+    optimizer = make_optimizer(config, model.parameters(), capturable=graphs)
     steps = config.epochs * len(train_batches)
     scheduler = SCHEDULES[config.schedule](optimizer, config.lr, steps, config.cycle_momentum)
     mean, std = input_normalisation(config, info)
@@ -243,7 +241,7 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
         info,
         meta,
         bf16,
-        cuda_graphs_apply(config, ctx.device, ctx.world_size),
+        graphs,
         init_s,
         next(iter(splits.test))[0][:256],
     )

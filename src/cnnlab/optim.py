@@ -76,7 +76,7 @@ class Optimizer:
 
 def _like(param: torch.Tensor, name: str, t: torch.Tensor) -> torch.Tensor:
     if name == "step":  # a float32 scalar on the CPU, as torch.optim keeps it
-        return torch.as_tensor(t, dtype=torch.float32).detach().clone()
+        return torch.as_tensor(t).to("cpu", torch.float32, copy=True)
     if t.shape != param.shape:
         raise ValueError(
             f"saved {name} of shape {tuple(t.shape)} for a parameter of {tuple(param.shape)}"

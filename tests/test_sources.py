@@ -2,6 +2,7 @@
 
 import errno
 import gzip
+import json
 import pickle
 import re
 import shutil
@@ -30,6 +31,36 @@ def test_one_flipped_byte_is_rejected(tmp_path, gz):
     data = bytearray(idx.encode_idx(idx.read_idx(target)))
     data[100] ^= 0x01
     idx.write_idx(target, np.frombuffer(bytes(data[16:]), np.uint8).reshape(600, 28, 28))
+    with pytest.raises(DatasetNotFoundError, match="corrupt .*MD5"):
+        sources.fetch(info.folder, info.resources, tmp_path, info.sources)
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    """The MD5 is taken once per change of a file: an in-place edit of one byte (same size) is
+    still caught, and a file changed just before its check is hashed again next time."""
+    info = write_fake_dataset(tmp_path)
+    raw = tmp_path / info.folder / "raw"
+    sources.fetch(info.folder, info.resources, tmp_path, info.sources)
+    assert not (raw / sources.RootFiles.VERIFIED).exists()  # files seconds old: racy, no note
+    monkeypatch.setattr(sources.RootFiles, "RACY_S", -1.0)
+    sources.fetch(info.folder, info.resources, tmp_path, info.sources)
+    assert len(json.loads((raw / sources.RootFiles.VERIFIED).read_text())) == 4
+
+    def no_hashing(path):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(idx, "raw_md5", no_hashing)
+    sources.fetch(info.folder, info.resources, tmp_path, info.sources)
+    monkeypatch.undo()
+    target = raw / "train-images-idx3-ubyte"
+    with open(target, "r+b") as f:  # one flipped byte, the size unchanged
+        f.seek(100)
+        byte = f.read(1)[0]
+        f.seek(100)
+        f.write(bytes([byte ^ 1]))
+    with pytest.raises(DatasetNotFoundError, match="corrupt .*MD5"):
+        sources.fetch(info.folder, info.resources, tmp_path, info.sources)
+    (raw / sources.RootFiles.VERIFIED).write_text("[not, json")  # a broken note is ignored
     with pytest.raises(DatasetNotFoundError, match="corrupt .*MD5"):
         sources.fetch(info.folder, info.resources, tmp_path, info.sources)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -159,22 +160,43 @@ def test_help_never_imports_torch():
 
 
 @pytest.mark.parametrize(
-    ("load", "env", "expected"),
+    ("others", "load", "env", "expected"),
     [
-        (0.4, {}, None),  # idle: OpenMP's spinning default (faster there: BENCHMARKS.md)
-        (1.6, {}, "PASSIVE"),  # 2 cores busy: threads sleep
-        (1.6, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice wins
-        (1.6, {"GOMP_SPINCOUNT": "1000"}, None),
+        (0.0, 0.4, {}, None),  # idle: OpenMP's spinning default (faster there: BENCHMARKS.md)
+        (0.0, 1.6, {}, None),  # the 1-minute average still counts a command that just ended
+        (2.0, 0.4, {}, "PASSIVE"),  # 2 cores busy now: threads sleep
+        (2.0, 1.6, {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice wins
+        (2.0, 1.6, {"GOMP_SPINCOUNT": "1000"}, None),
+        (None, 1.6, {}, "PASSIVE"),  # no /proc/loadavg: the load average decides
+        (None, 0.4, {}, None),
     ],
 )
-def test_omp_wait_policy_follows_the_load(monkeypatch, load, env, expected):
-    from cnnlab import cli
+def test_omp_wait_policy_follows_what_runs_now(monkeypatch, others, load, env, expected):
+    from cnnlab import cli, machine
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setattr(machine, "runnable_others", lambda: others)
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
     cli.choose_omp_wait_policy()
     assert cli.os.environ.get("OMP_WAIT_POLICY") == expected
+
+
+def test_runnable_others_counts_busy_processes():
+    """Two spinning processes on this machine are seen as two (at least one) runnable others."""
+    from cnnlab.machine import runnable_others
+
+    if runnable_others() is None:
+        pytest.skip("no /proc/loadavg here")
+    spin = "import time\nt = time.time() + 5\nwhile time.time() < t: pass"
+    procs = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        assert runnable_others() >= 1
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

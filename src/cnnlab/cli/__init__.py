@@ -66,13 +66,22 @@ def _rank_label() -> str:
 
 
 def machine_is_busy() -> bool:
-    """Whether other work already keeps (nearly) every core busy: the 1-minute load average."""
-    from cnnlab.machine import load_average
+    """Whether other work keeps (nearly) every core busy now: tasks runnable at this moment.
 
+    Not the 1-minute load average (the fallback where /proc/loadavg is missing): it still
+    counts a cnnlab command that has just finished, and the next one would train with sleeping
+    threads, 1.7-2x slower on an idle machine (benchmarks/BENCHMARKS.md).
+    """
+    from cnnlab.machine import load_average, runnable_others
+
+    cores = os.cpu_count() or 1
+    others = runnable_others()
+    if others is not None:
+        return others >= cores - 0.5
     load = load_average()
-    if load is None:  # no load average on this platform: assume the machine is shared
+    if load is None:  # no load figures on this platform: assume the machine is shared
         return True
-    return load[0] >= (os.cpu_count() or 1) - 0.5
+    return load[0] >= cores - 0.5
 
 
 def choose_omp_wait_policy() -> None:

@@ -115,8 +115,9 @@ class Adam(Optimizer):
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-        step_sizes = [-lr / (1 - beta1 ** s.item()) for s in steps]
-        bias2_sqrt = [(1 - beta2 ** s.item()) ** 0.5 for s in steps]
+        counts = [s.item() for s in steps]
+        step_sizes = [-lr / (1 - beta1**n) for n in counts]
+        bias2_sqrt = [(1 - beta2**n) ** 0.5 for n in counts]
         denom = torch._foreach_sqrt(exp_avg_sqs)
         torch._foreach_div_(denom, bias2_sqrt)
         torch._foreach_add_(denom, eps)
@@ -202,7 +203,6 @@ class Schedule:
             group["betas"] = (momentum, *group["betas"][1:])
         elif momentum is not None:
             group["momentum"] = momentum
-        self.last_lr = [lr]
 
     def state_dict(self) -> dict:
         return {"last_epoch": self.last_epoch, "total_steps": self.total_steps}

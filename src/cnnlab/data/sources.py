@@ -130,7 +130,10 @@ class RootFiles:
                 continue
             stamp = _stamp(path)
             try:
-                md5 = res.md5 if known.get(path.name) == [*stamp, res.md5] else _md5(path, res)
+                if known.get(path.name) == [*stamp, res.md5]:
+                    md5 = res.md5
+                else:
+                    md5 = file_md5(path) if res.packed else idx.raw_md5(path)
             except DatasetFormatError as e:  # a broken gzip stream: its MD5 cannot even be taken
                 problems.append(str(e).split(". Delete")[0])
                 corrupt.append(path)
@@ -159,10 +162,6 @@ class RootFiles:
 def _stamp(path: Path) -> list[int]:
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
-def _md5(path: Path, res: Resource) -> str:
-    return file_md5(path) if res.packed else idx.raw_md5(path)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

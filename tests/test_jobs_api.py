@@ -28,6 +28,8 @@ from web_runs import fake_web_run
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 LOCAL = "http://127.0.0.1"
 QUICK = {"recipe": "fast", "train_subset": 1000, "test_subset": 500, "epochs": 1, "threads": 1}
+# A job to cancel: QUICK can end before the DELETE arrives, and a job that ended stays "done".
+LONG = {**QUICK, "train_subset": 20000, "epochs": 20}
 
 
 @pytest.fixture
@@ -111,7 +113,7 @@ def test_image_folders_only_under_data_dir(runs_dir, tmp_path):
 
 def test_flood_beyond_the_queue_is_429(runs_dir):
     with client_for(runs_dir, max_jobs=1, queue=2) as c:
-        answers = [c.post("/api/jobs", json={**QUICK, "name": f"flood{i}"}) for i in range(5)]
+        answers = [c.post("/api/jobs", json={**LONG, "name": f"flood{i}"}) for i in range(5)]
         codes = [a.status_code for a in answers]
         assert codes == [202, 202, 202, 429, 429], codes
         assert "queue" in answers[3].json()["error"]
@@ -344,7 +346,7 @@ def test_run_folder_with_settings_only_is_listed_resumable(runs_dir):
 
 def test_no_queue_still_runs_one_job_at_a_time(runs_dir):
     with client_for(runs_dir, max_jobs=1, queue=0) as c:
-        first = c.post("/api/jobs", json={**QUICK, "name": "only"})
+        first = c.post("/api/jobs", json={**LONG, "name": "only"})
         assert first.status_code == 202
         assert c.post("/api/jobs", json={**QUICK, "name": "second"}).status_code == 429
         c.delete(f"/api/jobs/{first.json()['id']}")

@@ -218,11 +218,12 @@ def test_real_job_finishes_with_events_and_its_run_is_inspectable(runs_dir, real
         assert c.get(f"/api/runs/quick/errors?true={t}&pred={t}").json()["errors"] == []
 
 
+# Epochs of about 1.5 s: long enough that a stop sent after one event lands before the next.
 MLP_JOB = {
     "recipe": "lesson-mlp",
     "epochs": 4,
     "batch_size": 16,
-    "train_subset": 6000,
+    "train_subset": 15000,
     "test_subset": 500,
 }
 
@@ -268,7 +269,8 @@ def test_sigterm_to_serve_leaves_the_job_resumable_to_the_same_weights(runs_dir,
         row = next(x for x in c.get("/api/run-table").json()["runs"] if x["name"] == "stopped")
         assert row["state"] == "resumable"
     assert cli_main(["train", "--resume", str(folder), "--threads", "1", "--quiet"]) == 0
-    flags = ["--recipe", "lesson-mlp", "--epochs", "4", "--batch-size", "16", "--train-subset", "6000"]
+    flags = ["--recipe", "lesson-mlp", "--epochs", "4", "--batch-size", "16"]
+    flags += ["--train-subset", str(MLP_JOB["train_subset"])]
     whole = tmp_path / "whole"
     assert (
         cli_main(

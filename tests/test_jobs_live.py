@@ -89,7 +89,7 @@ def test_train_a_fast_job_then_open_it_in_runs(browser, server, runs_dir):
 def test_cancel_a_running_job_and_resume_it(browser, server, runs_dir):
     errors: list[str] = []
     context, page = open_page(browser, server + "/train", errors, "desktop")
-    start_job(page, "lesson-mlp", "page-mlp", epochs=3, subset=6000, batch=16)
+    start_job(page, "lesson-mlp", "page-mlp", epochs=3, subset=15000, batch=16)  # ~1.5 s epochs
     page.wait_for_function(
         "() => document.querySelector('#job-epoch').textContent.startsWith('1/')", timeout=JOB_TIMEOUT_MS
     )

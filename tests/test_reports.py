@@ -106,3 +106,33 @@ def test_report_says_1_epoch_not_1_epochs(tmp_path):
     one.config, two.config = replace(one.config, epochs=1), replace(two.config, epochs=2)
     text = write_report([one, two], tmp_path, "t").read_text()
     assert "1 epoch," in text and "2 epochs," in text and "1 epochs" not in text
+
+
+def test_training_curves_draw_the_logged_steps_of_each_epoch(tmp_path, monkeypatch):
+    """A one-epoch run is a curve: step k of an epoch's n at epoch - 1 + k / n, ending on the
+    epoch's own marker; without step rows the epochs alone are drawn."""
+    steps = [
+        {"epoch": e, "step": k, "loss": 2.0 / (e + k / 47), "acc": 0.6 + 0.1 * e + k / 470}
+        for e in (1, 2)
+        for k in (20, 40, 47)
+    ]
+    metrics = [
+        {"epoch": e, "train_loss": steps[3 * e - 1]["loss"], "train_acc": steps[3 * e - 1]["acc"]}
+        | {"test_loss": 0.1, "test_acc": 0.99}
+        for e in (1, 2)
+    ]
+    drawn = {}
+    save = figures.save_figure
+
+    def keep_then_save(fig, out, *args, **kwargs):
+        drawn[out.name] = fig.axes[0].lines[0].get_xydata().tolist()
+        return save(fig, out, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "save_figure", keep_then_save)
+    figures.training_curves(metrics, tmp_path / "steps.png", "cnn on mnist", steps)
+    figures.training_curves(metrics, tmp_path / "epochs.png", "cnn on mnist")
+    line = drawn["steps.png"]
+    assert [x for x, _ in line] == pytest.approx([20 / 47, 40 / 47, 1, 1 + 20 / 47, 1 + 40 / 47, 2])
+    assert line[2][1] == metrics[0]["train_loss"]
+    assert [x for x, _ in drawn["epochs.png"]] == [1, 2]  # the train epochs' line
+    assert (tmp_path / "steps.png").stat().st_size > 0 and (tmp_path / "epochs.png").is_file()

@@ -303,4 +303,5 @@ def save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, meta
         from cnnlab.figures import training_curves  # matplotlib only once there is a curve
 
         with disk_errors(out_dir, len(metrics)):
-            training_curves(metrics, out_dir / runs.CURVES, title=f"{config.model} on {config.dataset}")
+            title = f"{config.model} on {config.dataset}"
+            training_curves(metrics, out_dir / runs.CURVES, title, steps)

@@ -64,24 +64,43 @@ def image_grid(
     return save_figure(fig, out)
 
 
-def training_curves(metrics: Sequence[dict], out: str | os.PathLike, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train and validation (or test), from metrics.json rows.
+def training_curves(
+    metrics: Sequence[dict], out: str | os.PathLike, title: str = "", steps: Sequence[dict] = ()
+) -> Path:
+    """Loss and accuracy per epoch, train and validation (or test), from metrics.json rows;
+    with the logged step rows (`cnnlab.run_logs`), training's running figures within each
+    epoch as a line, so that a one-epoch run is a curve rather than a dot.
 
     With a validation split the test set is evaluated once, so it is one marker at the end.
     """
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for split, style in (("train", "o-"), ("val", "s--"), ("test", "D:")):
+    xs = _step_positions(steps)
+    if xs:
+        style = dict(color="tab:blue", linewidth=1, alpha=0.6, label="train, running mean in epoch")
+        ax_loss.plot(xs, [s["loss"] for s in steps], **style)
+        ax_acc.plot(xs, [100 * s["acc"] for s in steps], **style)
+    train_style = "o" if xs else "o-"  # the step line already joins the epochs
+    for split, style in (("train", train_style), ("val", "s--"), ("test", "D:")):
         rows = [m for m in metrics if f"{split}_acc" in m]
         if rows:
-            xs = [m["epoch"] for m in rows]
-            ax_loss.plot(xs, [m[f"{split}_loss"] for m in rows], style, label=split)
-            ax_acc.plot(xs, [100 * m[f"{split}_acc"] for m in rows], style, label=split)
-    _label_axes(ax_loss, ax_acc, epochs)
+            at = [m["epoch"] for m in rows]
+            ax_loss.plot(at, [m[f"{split}_loss"] for m in rows], style, label=split)
+            ax_acc.plot(at, [100 * m[f"{split}_acc"] for m in rows], style, label=split)
+    _label_axes(ax_loss, ax_acc, ([0] if xs else []) + epochs)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, out)
+
+
+def _step_positions(steps: Sequence[dict]) -> list[float]:
+    """Each step row's place on the epoch axis: epoch e's step k of n at e - 1 + k / n (the
+    last step of an epoch is always logged, so n is the epoch's largest step)."""
+    last: dict[int, int] = {}
+    for s in steps:
+        last[s["epoch"]] = max(last.get(s["epoch"], 0), s["step"])
+    return [s["epoch"] - 1 + s["step"] / last[s["epoch"]] for s in steps]
 
 
 def comparison_curves(histories: dict[str, Sequence[dict]], out: str | os.PathLike) -> Path:

@@ -55,6 +55,22 @@ def test_metrics_csv_has_a_row_per_logged_step_and_per_epoch(fake_dataset, tmp_p
     assert rows.index(epochs[0]) == 4  # epoch 1's steps come first, then its epoch row
 
 
+def test_step_rows_read_back_as_numbers_and_bad_rows_are_skipped(fake_dataset, tmp_path):
+    run = tmp_path / "run"
+    fit(quick(), run)
+    steps = run_logs.read_step_rows(run / runs.METRICS_CSV)
+    assert [(s["epoch"], s["step"]) for s in steps] == [(e, k) for e in (1, 2) for k in LOGGED]
+    assert all(isinstance(s["loss"], float) and 0 <= s["acc"] <= 1 for s in steps)
+    text = (run / runs.METRICS_CSV).read_text().splitlines()
+    bad = ["step,1,x,0.5,0.5", "step,0,3,0.5,0.5", "step,1,3,nan,0.5", "step,1,3", "epoch,1,75,1,1"]
+    (run / "tampered.csv").write_text("\n".join([*text[:2], *bad, "\x00,,,", *text[2:]]) + "\n")
+    assert run_logs.read_step_rows(run / "tampered.csv") == steps
+    assert run_logs.read_step_rows(run / "tampered.csv", limit=3) == steps[:3]
+    (run / "binary.csv").write_bytes(b"\xff\xfe\x00garbage")
+    assert run_logs.read_step_rows(run / "binary.csv") == []
+    assert run_logs.read_step_rows(run / "absent.csv") == []
+
+
 def test_a_resumed_run_keeps_every_step_row(fake_dataset, tmp_path):
     run = tmp_path / "run"
     fit(quick(epochs=1, schedule="constant"), run)

@@ -33,6 +33,7 @@ EPOCH_KEYS = (
     "seconds",
 )
 COLUMNS = ("kind", *STEP_KEYS, *EPOCH_KEYS)
+MAX_CSV_BYTES = 32 * 2**20  # a metrics.csv read back for display; cnnlab's own stay far below
 TENSORBOARD_HINT = "pip install 'cnnlab[tensorboard]'"
 
 
@@ -63,6 +64,37 @@ def write_metrics_csv(path: str | os.PathLike, metrics: Sequence[dict], steps: S
     writer.writeheader()
     writer.writerows(csv_rows(metrics, steps))
     return io.write_text(path, buffer.getvalue())
+
+
+def read_step_rows(path: str | os.PathLike, limit: int = 20_000) -> list[dict]:
+    """The step rows of a metrics.csv, {"epoch", "step", "loss", "acc"} each, in file order: at
+    most `limit`, rows that are not finite numbers skipped; none when the file is absent, no
+    CSV, or larger than MAX_CSV_BYTES."""
+    try:
+        if os.path.getsize(path) > MAX_CSV_BYTES:
+            return []
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = []
+            for row in csv.DictReader(f):
+                if row.get("kind") == "step" and (step := _step_numbers(row)) is not None:
+                    rows.append(step)
+                    if len(rows) >= limit:
+                        break
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def _step_numbers(row: dict) -> dict | None:
+    """One CSV step row as numbers (epoch and step positive whole numbers), or None."""
+    try:
+        epoch, step = int(row["epoch"]), int(row["step"])
+        loss, acc = float(row["loss"]), float(row["acc"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if epoch < 1 or step < 1 or not (math.isfinite(loss) and math.isfinite(acc)):
+        return None
+    return {"epoch": epoch, "step": step, "loss": loss, "acc": acc}
 
 
 def restored_steps(state: dict, run_dir) -> list[dict]:

@@ -226,9 +226,11 @@ def cell_images(run, cell: list[dict], root) -> list[dict]:
 async def run_detail(
     name: str, registry: RegistryDep, limiter: LimiterDep, settings: SettingsDep
 ) -> dict:
-    """Its metrics per epoch, config, classes, confusion matrix (rows: true class) and per-class
-    scores on its test split (evaluated once, then read from the run folder)."""
-    from cnnlab.runs import CONFIG, METRICS
+    """Its metrics per epoch, logged training steps, config, classes, confusion matrix (rows:
+    true class) and per-class scores on its test split (evaluated once, then read from the run
+    folder)."""
+    from cnnlab.run_logs import read_step_rows
+    from cnnlab.runs import CONFIG, METRICS, METRICS_CSV
 
     folder = run_folder(registry, name)
     report, _ = await limiter.run(evaluation, name, folder, settings.data_root)
@@ -238,6 +240,7 @@ async def run_detail(
         "run": name,
         "row": run_row(name, folder),
         "metrics": metrics if isinstance(metrics, list) else [],
+        "steps": read_step_rows(folder / METRICS_CSV),
         "config": config if isinstance(config, dict) else {},
         "classes": [s.get("class") for s in report.get("per_class", []) if isinstance(s, dict)],
         "confusion": report.get("confusion", []),

@@ -60,6 +60,15 @@ function curves(metrics, suffix = "", color) {
   };
 }
 
+// Training's running figure within each epoch, step by step: step k of an epoch's n sits at
+// epoch - 1 + k / n, so a one-epoch run is a curve that ends on its epoch's point.
+function stepSeries(steps, key) {
+  const last = {};
+  for (const s of steps) last[s.epoch] = Math.max(last[s.epoch] || 0, s.step);
+  const points = steps.map((s) => [s.epoch - 1 + s.step / last[s.epoch], s[key]]);
+  return { label: `train ${key} (steps)`, color: "#9ab", points };
+}
+
 // A confusion matrix as a grid of buttons; `onCell(t, p)` when given; `diff` colours signs.
 function matrix(target, cm, classes, { onCell, diff = false } = {}) {
   target.textContent = "";
@@ -121,6 +130,7 @@ async function showRun(name) {
   const r = d.row;
   $("detail-summary").textContent = `${r.model} on ${r.dataset}, ${r.epochs} epochs, ${fmtInt(r.parameters)} parameters; test accuracy ${fmtAcc(d.accuracy)} on ${d.images} images${r.state === "resumable" ? " (stopped early: resumable from the Train page)" : ""}`;
   const c = curves(d.metrics);
+  if (d.steps.length) { c.loss.push(stepSeries(d.steps, "loss")); c.acc.push(stepSeries(d.steps, "acc")); }
   charts.line($("detail-loss"), c.loss, { title: "loss" });
   charts.line($("detail-acc"), c.acc, { title: "accuracy", percent: true });
   matrix($("detail-cm"), d.confusion, d.classes, { onCell: (t, p) => openCell(name, d.classes, t, p).catch((e) => lab.showError(e.message)) });

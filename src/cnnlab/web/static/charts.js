@@ -4,7 +4,7 @@
 const charts = {
   colors: ["#0b6bcb", "#d9480f", "#0a7d3b", "#7048e8", "#c2255c", "#5c940d"],
 
-  // series: [{label, color, dash, points: [[x, y], ...]}]; opts: {title, yMin, yMax, xLabel, percent}
+  // series: [{label, color, dash, points: [[x, y], ...]}]; opts: {title, xMin, yMin, yMax, xLabel, percent}
   line(canvas, series, opts = {}) {
     const dpr = window.devicePixelRatio || 1;
     const w = canvas.clientWidth || 320, h = canvas.clientHeight || 180;
@@ -27,7 +27,7 @@ const charts = {
     ctx.fillStyle = "#1d2430";
     if (opts.title) ctx.fillText(opts.title, pad.l, 13);
     if (!pts.length) { ctx.fillStyle = "#5b6472"; ctx.fillText("no data yet", pad.l, h / 2); return; }
-    let x0 = Math.min(...pts.map((p) => p[0])), x1 = Math.max(...pts.map((p) => p[0]));
+    let x0 = opts.xMin ?? Math.min(...pts.map((p) => p[0])), x1 = Math.max(...pts.map((p) => p[0]));
     let y0 = opts.yMin ?? Math.min(...pts.map((p) => p[1])), y1 = opts.yMax ?? Math.max(...pts.map((p) => p[1]));
     if (x1 === x0) { x0 -= 0.5; x1 += 0.5; }
     if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }

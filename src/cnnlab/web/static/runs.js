@@ -131,8 +131,9 @@ async function showRun(name) {
   $("detail-summary").textContent = `${r.model} on ${r.dataset}, ${r.epochs} epochs, ${fmtInt(r.parameters)} parameters; test accuracy ${fmtAcc(d.accuracy)} on ${d.images} images${r.state === "resumable" ? " (stopped early: resumable from the Train page)" : ""}`;
   const c = curves(d.metrics);
   if (d.steps.length) { c.loss.push(stepSeries(d.steps, "loss")); c.acc.push(stepSeries(d.steps, "acc")); }
-  charts.line($("detail-loss"), c.loss, { title: "loss" });
-  charts.line($("detail-acc"), c.acc, { title: "accuracy", percent: true });
+  const xMin = d.steps.length ? 0 : undefined; // step curves start at the start of training
+  charts.line($("detail-loss"), c.loss, { title: "loss", xMin });
+  charts.line($("detail-acc"), c.acc, { title: "accuracy", percent: true, xMin });
   matrix($("detail-cm"), d.confusion, d.classes, { onCell: (t, p) => openCell(name, d.classes, t, p).catch((e) => lab.showError(e.message)) });
   const classes = $("detail-classes");
   classes.textContent = "";

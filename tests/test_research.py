@@ -32,7 +32,8 @@ def test_research_script_quick(name, tmp_path):
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
     }
-    cmd = [sys.executable, f"research/{name}.py", "--quick", "--out", str(tmp_path)]
+    extra = ["--test-set"] if name == "drawn_fonts" else []  # the drawn test set read, not chosen on
+    cmd = [sys.executable, f"research/{name}.py", "--quick", "--out", str(tmp_path), *extra]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / f"{name}.json").read_text())
@@ -44,4 +45,6 @@ def test_research_script_quick(name, tmp_path):
         assert res["runs"], variant
         for run in res["runs"]:
             assert math.isfinite(run["test_acc"]) and 0.0 <= run["test_acc"] <= 1.0, (variant, run)
+            if extra:
+                assert 0 <= run["test_set_right"] <= 190, (variant, run)
     assert "wrote" in done.stdout  # the table was printed before the JSON was written

@@ -203,6 +203,7 @@ def test_real_job_finishes_with_events_and_its_run_is_inspectable(runs_dir, real
         assert len(cm) == 10 and all(len(row) == 10 for row in cm) and sum(map(sum, cm)) == 500
         assert len(detail["metrics"]) == 2 and detail["config"]["train_subset"] == 1000
         assert sorted({s["epoch"] for s in detail["steps"]}) == [1, 2]  # for the step curve
+        assert detail["train_loss_floor"] == pytest.approx(0.5003, abs=1e-4)  # fast: smoothing 0.1
         assert [s["class"] for s in detail["per_class"]] == [str(d) for d in range(10)]
         t, p = max(
             ((i, j) for i in range(10) for j in range(10) if i != j), key=lambda ij: cm[ij[0]][ij[1]]

@@ -238,3 +238,23 @@ def test_serve_refuses_a_missing_runs_folder(tmp_path, capsys):
     assert "--runs" in capsys.readouterr().err
     assert cli_main(["serve", "--runs", str(tmp_path)]) == 2  # an empty folder: nothing to serve
     assert "no run folders" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("config", "floor"),
+    [
+        ({"label_smoothing": 0.1}, 0.5003),
+        ({"label_smoothing": 0.0}, None),
+        ({}, None),
+        ({"label_smoothing": "0.1"}, None),
+        ({"label_smoothing": True}, None),
+        ({"label_smoothing": 1.5}, None),
+        ({"label_smoothing": float("nan")}, None),
+    ],
+)
+def test_a_runs_smoothing_floor_comes_only_from_a_valid_setting(config, floor):
+    """config.json is a user's file: anything but a number in [0, 1) gives no floor, no error."""
+    from cnnlab.web.routes_inspect import train_loss_floor
+
+    got = train_loss_floor(config, [str(d) for d in range(10)])
+    assert got == (pytest.approx(floor, abs=1e-4) if floor is not None else None)

@@ -136,3 +136,60 @@ def test_training_curves_draw_the_logged_steps_of_each_epoch(tmp_path, monkeypat
     assert line[2][1] == metrics[0]["train_loss"]
     assert [x for x, _ in drawn["epochs.png"]] == [1, 2]  # the train epochs' line
     assert (tmp_path / "steps.png").stat().st_size > 0 and (tmp_path / "epochs.png").is_file()
+
+
+@pytest.mark.parametrize(("smoothing", "classes"), [(0.1, 10), (0.2, 10), (0.05, 47), (0.1, 2)])
+def test_the_smoothing_floor_is_the_lowest_loss_torch_can_reach(smoothing, classes):
+    """The floor is smoothed cross-entropy at its optimum (logits = log of the smoothed target),
+    and nothing else scores lower."""
+    import torch
+
+    from cnnlab.metrics import smoothed_loss_floor
+
+    floor = smoothed_loss_floor(smoothing, classes)
+    target = torch.full((classes,), smoothing / classes)
+    target[0] += 1 - smoothing
+    y = torch.tensor([0])
+    loss = torch.nn.functional.cross_entropy(target.log()[None], y, label_smoothing=smoothing)
+    assert floor == pytest.approx(loss.item(), abs=1e-6)
+    for logits in (torch.randn(64, classes), 20 * torch.eye(classes)[:1].repeat(64, 1)):
+        losses = torch.nn.functional.cross_entropy(
+            logits, y.repeat(64), label_smoothing=smoothing, reduction="none"
+        )
+        assert losses.min().item() >= floor - 1e-6
+    assert smoothed_loss_floor(0.0, 10) is None and smoothed_loss_floor(0.1, 1) is None
+
+
+def test_curves_draw_label_smoothings_floor_and_the_report_says_why(tmp_path, monkeypatch):
+    """A smoothed run's training loss sits above its test loss by design: the figures draw the
+    floor it cannot pass and the comparison report says so in a sentence."""
+    from cnnlab.reports.compare import write_report
+
+    metrics = [
+        {"epoch": e, "train_loss": 0.6, "train_acc": 0.99, "test_loss": 0.1, "test_acc": 0.99}
+        for e in (1, 2)
+    ]
+    floors = []
+    save = figures.save_figure
+
+    def keep_then_save(fig, out, *args, **kwargs):
+        floors.append(
+            [line.get_ydata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+        )
+        return save(fig, out, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "save_figure", keep_then_save)
+    figures.training_curves(metrics, tmp_path / "plain.png", "mlp")
+    figures.training_curves(metrics, tmp_path / "smoothed.png", "fast", train_floor=0.5003)
+    figures.comparison_curves(
+        {"mlp": metrics, "cnn": metrics}, tmp_path / "both.png", {"mlp": None, "cnn": 0.5}
+    )
+    assert floors == [[], [pytest.approx(0.5003)], [pytest.approx(0.5)]]
+
+    mlp, cnn = _row("mlp", 246), _row("cnn", 90)
+    mlp.run_dir, cnn.run_dir = tmp_path / "mlp", tmp_path / "cnn"
+    cnn.config, cnn.train_loss_floor = replace(cnn.config, label_smoothing=0.1), 0.5003
+    text = write_report([mlp, cnn], tmp_path, "t").read_text()
+    assert "training loss of cnn (label smoothing 0.1: never below 0.50, its dashed line)" in text
+    assert "of mlp" not in text
+    assert "smoothed targets" not in write_report([mlp], tmp_path, "t").read_text()

@@ -25,6 +25,7 @@ import torch
 from cnnlab import io, run_logs, runs
 from cnnlab.config import RESUME_MAY_CHANGE, TrainConfig
 from cnnlab.errors import CheckpointError, ConfigError
+from cnnlab.metrics import smoothed_loss_floor
 from cnnlab.tensorfile import load_tensors, save_tensors
 
 # failed writes that freeing space would not fix: read-only, no permission, a file in the way
@@ -304,4 +305,5 @@ def save_epoch(out_dir: Path, model, optimizer, scheduler, config, metrics, meta
 
         with disk_errors(out_dir, len(metrics)):
             title = f"{config.model} on {config.dataset}"
-            training_curves(metrics, out_dir / runs.CURVES, title, steps)
+            floor = smoothed_loss_floor(config.label_smoothing, len(meta["classes"]))
+            training_curves(metrics, out_dir / runs.CURVES, title, steps, floor)

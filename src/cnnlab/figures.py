@@ -65,13 +65,19 @@ def image_grid(
 
 
 def training_curves(
-    metrics: Sequence[dict], out: str | os.PathLike, title: str = "", steps: Sequence[dict] = ()
+    metrics: Sequence[dict],
+    out: str | os.PathLike,
+    title: str = "",
+    steps: Sequence[dict] = (),
+    train_floor: float | None = None,
 ) -> Path:
     """Loss and accuracy per epoch, train and validation (or test), from metrics.json rows;
     with the logged step rows (`cnnlab.run_logs`), training's running figures within each
     epoch as a line, so that a one-epoch run is a curve rather than a dot.
 
     With a validation split the test set is evaluated once, so it is one marker at the end.
+    `train_floor` (label smoothing's, `metrics.smoothed_loss_floor`) is drawn as a line, so a
+    training loss above the test loss is not read as a model that fails to learn.
     """
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -87,6 +93,8 @@ def training_curves(
             at = [m["epoch"] for m in rows]
             ax_loss.plot(at, [m[f"{split}_loss"] for m in rows], style, label=split)
             ax_acc.plot(at, [100 * m[f"{split}_acc"] for m in rows], style, label=split)
+    if train_floor is not None:
+        _floor_line(ax_loss, train_floor, "tab:blue", "train's floor")
     _label_axes(ax_loss, ax_acc, ([0] if xs else []) + epochs)
     if title:
         fig.suptitle(title)
@@ -103,10 +111,29 @@ def _step_positions(steps: Sequence[dict]) -> list[float]:
     return [s["epoch"] - 1 + s["step"] / last[s["epoch"]] for s in steps]
 
 
-def comparison_curves(histories: dict[str, Sequence[dict]], out: str | os.PathLike) -> Path:
+def _floor_line(ax, floor: float, color: str, label: str) -> None:
+    """Label smoothing's floor under a training loss: thin, dashed, in the curve's colour."""
+    ax.axhline(floor, color=color, linestyle=(0, (6, 4)), linewidth=0.8, alpha=0.7)
+    ax.annotate(
+        f"{label} {floor:.2f} (label smoothing)",
+        (0.01, floor),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize=7,
+        color=color,
+    )
+
+
+def comparison_curves(
+    histories: dict[str, Sequence[dict]],
+    out: str | os.PathLike,
+    train_floors: dict[str, float | None] | None = None,
+) -> Path:
     """Overlaid held-out loss and accuracy per epoch of several runs (name -> metrics rows).
 
-    Held out means validation when a run has a split, else test.
+    Held out means validation when a run has a split, else test. `train_floors` (name ->
+    label smoothing's floor, or None) are drawn under those runs' training losses.
     """
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     all_epochs: list[int] = []
@@ -117,6 +144,9 @@ def comparison_curves(histories: dict[str, Sequence[dict]], out: str | os.PathLi
         line = ax_loss.plot(epochs, [m[f"{split}_loss"] for m in metrics], "o-", label=f"{name} {split}")
         color = line[0].get_color()
         ax_loss.plot(epochs, [m["train_loss"] for m in metrics], ":", color=color, label=f"{name} train")
+        floor = (train_floors or {}).get(name)
+        if floor is not None:
+            _floor_line(ax_loss, floor, color, f"{name} train's floor")
         accuracy = [100 * m[f"{split}_acc"] for m in metrics]
         ax_acc.plot(epochs, accuracy, "o-", color=color, label=f"{name} {split}")
     _label_axes(ax_loss, ax_acc, sorted(set(all_epochs)))

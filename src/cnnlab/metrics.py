@@ -5,6 +5,7 @@ Pure functions over tensors; no model, no files.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -72,3 +73,18 @@ def most_confused(cm: torch.Tensor, classes: Sequence[str], top: int = 3) -> lis
         for v, i in zip(values[:top], flat[:top], strict=True)
         if v > 0
     ]
+
+
+def smoothed_loss_floor(smoothing: float, num_classes: int) -> float | None:
+    """The lowest cross-entropy a model can reach against label-smoothed targets (their entropy).
+
+    With smoothing e over K classes the target puts 1 - e + e/K on the true class and e/K on
+    each other one, so even a perfect model's training loss stays at that target's entropy
+    (0.50 for e = 0.1, K = 10), while the test loss, plain cross-entropy, can go to 0. None
+    without smoothing.
+    """
+    if not smoothing > 0 or num_classes < 2:
+        return None
+    rest = smoothing / num_classes
+    top = 1.0 - smoothing + rest
+    return -(top * math.log(top) + (num_classes - 1) * rest * math.log(rest))

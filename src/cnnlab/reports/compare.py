@@ -19,6 +19,7 @@ from cnnlab import figures, io, machine, runs
 from cnnlab.config import RECIPES, TrainConfig
 from cnnlab.errors import ConfigError
 from cnnlab.evaluation import evaluate_run
+from cnnlab.metrics import smoothed_loss_floor
 from cnnlab.models import count_macs, count_parameters
 from cnnlab.train import Callback, fit
 
@@ -55,6 +56,7 @@ class ComparedModel:
     test_loss: float
     errors: int
     config: TrainConfig
+    train_loss_floor: float | None = None  # label smoothing's, under its training loss
 
 
 def _compared(name: str, run_dir: Path, config: TrainConfig, result, ev: dict) -> ComparedModel:
@@ -72,6 +74,7 @@ def _compared(name: str, run_dir: Path, config: TrainConfig, result, ev: dict) -
         test_loss=ev["loss"],
         errors=ev["errors"],
         config=config,
+        train_loss_floor=smoothed_loss_floor(config.label_smoothing, len(result.info.classes)),
     )
 
 
@@ -119,7 +122,8 @@ def compare_models(
         histories[name] = result.metrics
         confusions[name] = ev["confusion"]
         classes = result.info.classes
-    figures.comparison_curves(histories, out / CURVES)
+    floors = {r.name: r.train_loss_floor for r in rows}
+    figures.comparison_curves(histories, out / CURVES, floors)
     figures.confusion_matrices(confusions, classes, out / CONFUSION)
     write_report(rows, out, report_title or f"Comparison on {base.dataset}", report_intro)
     return rows
@@ -205,6 +209,24 @@ def machine_description() -> str:
     )
 
 
+def curves_note(rows: list[ComparedModel]) -> list[str]:
+    """Why a training loss sits above its test loss: label smoothing's floor (report lines)."""
+    said = [
+        f"{r.name} (label smoothing {r.config.label_smoothing:g}: never below "
+        f"{r.train_loss_floor:.2f}, its dashed line)"
+        for r in rows
+        if r.train_loss_floor is not None
+    ]
+    if not said:
+        return []
+    return [
+        f"The dotted training loss of {', '.join(said)} is measured against smoothed targets, "
+        "which even a perfect model cannot fit exactly, while the test losses are plain "
+        "cross-entropy: it sits above them by design, so compare the accuracies.",
+        "",
+    ]
+
+
 def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = "") -> Path:
     """report.md: the sentence, the table, the plots, each model's settings and files."""
     headers, body = table_rows(rows)
@@ -231,6 +253,7 @@ def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = 
         "",
         f"![curves]({CURVES})",
         "",
+        *curves_note(rows),
         "## Confusion matrices (test set, % of each true class)",
         "",
         f"![confusion]({CONFUSION})",

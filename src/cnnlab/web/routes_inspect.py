@@ -47,6 +47,17 @@ def _read(path: Path):
         return None
 
 
+def train_loss_floor(config: dict, classes: list) -> float | None:
+    """Label smoothing's floor under the run's training loss (None without smoothing, or when
+    config.json does not say a valid one)."""
+    from cnnlab.metrics import smoothed_loss_floor
+
+    smoothing = config.get("label_smoothing")
+    if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 <= smoothing < 1:
+        return None
+    return smoothed_loss_floor(float(smoothing), len(classes))
+
+
 def run_state(metrics, config) -> str:
     """ "resumable" when fewer epochs are saved than its config asks for, else "done"."""
     epochs = config.get("epochs") if isinstance(config, dict) else None
@@ -236,13 +247,16 @@ async def run_detail(
     report, _ = await limiter.run(evaluation, name, folder, settings.data_root)
     metrics, config = _read(folder / METRICS), _read(folder / CONFIG)
     report = report if isinstance(report, dict) else {}
+    config = config if isinstance(config, dict) else {}
+    classes = [s.get("class") for s in report.get("per_class", []) if isinstance(s, dict)]
     return {
         "run": name,
         "row": run_row(name, folder),
         "metrics": metrics if isinstance(metrics, list) else [],
         "steps": read_step_rows(folder / METRICS_CSV),
-        "config": config if isinstance(config, dict) else {},
-        "classes": [s.get("class") for s in report.get("per_class", []) if isinstance(s, dict)],
+        "config": config,
+        "classes": classes,
+        "train_loss_floor": train_loss_floor(config, classes),
         "confusion": report.get("confusion", []),
         "per_class": report.get("per_class", []),
         "accuracy": report.get("accuracy"),

@@ -69,6 +69,16 @@ function stepSeries(steps, key) {
   return { label: `train ${key} (steps)`, color: "#9ab", points };
 }
 
+// Label smoothing's floor under the training loss: the loss a perfect model still has against
+// smoothed targets (the test loss is plain cross-entropy and can go to 0).
+function floorSeries(d, suffix = "", color = "#888") {
+  const f = d.train_loss_floor;
+  if (f == null || !d.metrics.length) return [];
+  const last = Math.max(...d.metrics.map((m) => m.epoch));
+  const points = [[d.steps.length ? 0 : 1, f], [last, f]];
+  return [{ label: `train's floor${suffix} ${f.toFixed(2)} (label smoothing)`, color, dash: [10, 3, 2, 3], points }];
+}
+
 // A confusion matrix as a grid of buttons; `onCell(t, p)` when given; `diff` colours signs.
 function matrix(target, cm, classes, { onCell, diff = false } = {}) {
   target.textContent = "";
@@ -131,6 +141,7 @@ async function showRun(name) {
   $("detail-summary").textContent = `${r.model} on ${r.dataset}, ${r.epochs} epochs, ${fmtInt(r.parameters)} parameters; test accuracy ${fmtAcc(d.accuracy)} on ${d.images} images${r.state === "resumable" ? " (stopped early: resumable from the Train page)" : ""}`;
   const c = curves(d.metrics);
   if (d.steps.length) { c.loss.push(stepSeries(d.steps, "loss")); c.acc.push(stepSeries(d.steps, "acc")); }
+  c.loss.push(...floorSeries(d));
   const xMin = d.steps.length ? 0 : undefined; // step curves start at the start of training
   charts.line($("detail-loss"), c.loss, { title: "loss", xMin });
   charts.line($("detail-acc"), c.acc, { title: "accuracy", percent: true, xMin });
@@ -150,7 +161,8 @@ async function showCompare(a, b) {
   $("compare-names").textContent = `${a} and ${b}`;
   const [da, db] = await Promise.all([a, b].map((n) => lab.getJSON(`/api/runs/${encodeURIComponent(n)}`)));
   const ca = curves(da.metrics, ` ${a}`, charts.colors[0]), cb = curves(db.metrics, ` ${b}`, charts.colors[1]);
-  charts.line($("compare-loss"), [...ca.loss, ...cb.loss], { title: "loss" });
+  const floors = [...floorSeries(da, ` ${a}`, charts.colors[0]), ...floorSeries(db, ` ${b}`, charts.colors[1])];
+  charts.line($("compare-loss"), [...ca.loss, ...cb.loss, ...floors], { title: "loss" });
   charts.line($("compare-acc"), [...ca.acc, ...cb.acc], { title: "accuracy", percent: true });
   $("cm-a-title").textContent = `${a}: ${fmtAcc(da.accuracy)}`;
   $("cm-b-title").textContent = `${b}: ${fmtAcc(db.accuracy)}`;

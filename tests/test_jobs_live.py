@@ -63,6 +63,8 @@ def test_train_a_fast_job_then_open_it_in_runs(browser, server, runs_dir):
     page.click("#open-run")
     page.wait_for_function("() => document.body.dataset.shown === 'page-fast'", timeout=120_000)
     assert page.locator("#runs-table tbody tr[data-run='page-fast']").count() == 1
+    loss_chart = page.locator("#detail-loss").get_attribute("aria-label")
+    assert "train loss (steps)" in loss_chart and "train's floor 0.50 (label smoothing)" in loss_chart
     cells = page.locator("#detail-cm button.cm-cell")
     counts = [
         (int(c["n"]), c["t"], c["p"])

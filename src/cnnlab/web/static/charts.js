@@ -13,6 +13,8 @@ const charts = {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     const pts = series.flatMap((s) => s.points).filter((p) => Number.isFinite(p[1]));
+    // what a screen reader (and a test) can know of the picture: its title and series
+    canvas.setAttribute("aria-label", [opts.title || "chart", ...series.map((s) => s.label)].join("; "));
     ctx.font = "12px system-ui, sans-serif";
     // legend entries laid out in rows under the title
     const legend = [];

@@ -59,6 +59,7 @@ def test_train_a_fast_job_then_open_it_in_runs(browser, server, runs_dir):
     wait_state(page, "done")
     assert page.locator("#job-epoch").inner_text().startswith("3/3")
     assert page.locator("#open-run").is_visible()
+    assert "train's floor 0.50" in page.locator("#live-loss").get_attribute("aria-label")
     page.screenshot(path=str(DOCS / "lab-train-desktop.png"), full_page=True)
     page.click("#open-run")
     page.wait_for_function("() => document.body.dataset.shown === 'page-fast'", timeout=120_000)

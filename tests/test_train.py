@@ -178,6 +178,19 @@ def test_bf16_request_is_honoured_or_reported(fake_dataset):
     assert math.isfinite(result.final["train_loss"])
 
 
+def test_the_start_event_gives_label_smoothings_floor(fake_dataset):
+    """The Train page draws it under the live training loss; None without smoothing."""
+    floors = []
+    for smoothing in (0.0, 0.1):
+        events = []
+        fit(
+            quick(model="mlp", epochs=1, label_smoothing=smoothing, train_subset=64),
+            callback=events.append,
+        )
+        floors.append(next(e for e in events if e["event"] == "start")["train_loss_floor"])
+    assert floors[0] is None and floors[1] == pytest.approx(0.5003, abs=1e-4)
+
+
 SIGINT_SCRIPT = """
 import sys
 from pathlib import Path

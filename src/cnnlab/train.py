@@ -28,6 +28,7 @@ from cnnlab.data.factory import Batches, first_images, load_batches
 from cnnlab.devices import autocast, bf16_supported, resolve_device
 from cnnlab.errors import CheckpointError, TrainingDivergedError
 from cnnlab.evaluation import evaluate, global_sums
+from cnnlab.metrics import smoothed_loss_floor
 from cnnlab.model_card import write_model_card
 from cnnlab.models import get_model
 from cnnlab.optim import SCHEDULES, Optimizer, make_optimizer
@@ -333,6 +334,7 @@ def _start_event(job: _Job, config: TrainConfig, metrics: list[dict], out_dir) -
         "start_epoch": len(metrics),
         "out_dir": out_dir,
         "processes": job.ctx.world_size,
+        "train_loss_floor": smoothed_loss_floor(config.label_smoothing, len(job.info.classes)),
     }
 
 

@@ -51,7 +51,9 @@ function fmtTime(s) {
 function draw() {
   const s = live.steps, e = live.epochs;
   const series = (key, label) => ({ label, points: e.filter((r) => Number.isFinite(r[key])).map((r) => [r.epoch, r[key]]) });
-  charts.line($("live-loss"), [{ label: "step loss", points: s.map((p) => [p.x, p.loss]) }, series("val_loss", "val"), series("test_loss", "test")].filter((x) => x.points.length), { title: "loss", xLabel: "epoch" });
+  // label smoothing's floor: the training loss of a perfect model against smoothed targets
+  const floor = live.floor != null && s.length ? { label: `train's floor ${live.floor.toFixed(2)} (label smoothing)`, color: "#888", dash: [10, 3, 2, 3], points: [[s[0].x, live.floor], [s[s.length - 1].x, live.floor]] } : { points: [] };
+  charts.line($("live-loss"), [{ label: "step loss", points: s.map((p) => [p.x, p.loss]) }, series("val_loss", "val"), series("test_loss", "test"), floor].filter((x) => x.points.length), { title: "loss", xLabel: "epoch" });
   charts.line($("live-acc"), [{ label: "step acc", points: s.map((p) => [p.x, p.acc]) }, series("val_acc", "val"), series("test_acc", "test")].filter((x) => x.points.length), { title: "accuracy", xLabel: "epoch", percent: true });
 }
 
@@ -71,7 +73,7 @@ function showState(job) {
 function onEvent(job, ev) {
   const p = ev;
   if (ev.event === "job") { showState(ev); (ev.metrics || []).forEach((m) => live.epochs.push(m)); }
-  else if (ev.event === "start") { live.startEpoch = ev.start_epoch || 0; live.started = performance.now(); live.epochs = []; }
+  else if (ev.event === "start") { live.startEpoch = ev.start_epoch || 0; live.started = performance.now(); live.epochs = []; live.floor = ev.train_loss_floor; }
   else if (ev.event === "step") {
     live.steps.push({ x: p.epoch + p.step / p.steps, loss: p.loss, acc: p.acc });
     document.body.dataset.steps = live.steps.length;

@@ -356,3 +356,25 @@ def test_train_config_file_errors_are_one_line_naming_the_file(tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"cnnlab: error: {path}: ") and message in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "capability", "onednn", "expected"),
+    [
+        ({"avx512_bf16"}, "AVX512", "", True),
+        ({"amx_bf16"}, "AVX512", "ALL", True),
+        ({"avx2"}, "AVX2", "", False),  # a Zen 3: no bf16 instructions
+        ({"avx512_bf16"}, "AVX2", "", False),  # ATEN_CPU_CAPABILITY=avx2 on a bf16 CPU
+        ({"avx512_bf16"}, "AVX512", "avx2", False),  # ONEDNN_MAX_CPU_ISA=AVX2: emulated
+        ({"avx512_bf16"}, "AVX512", "AVX512_CORE_BF16", True),
+    ],
+)
+def test_bf16_only_where_the_kernels_may_use_it(monkeypatch, flags, capability, onednn, expected):
+    """A CPU with AVX512-BF16 held to AVX2 kernels emulates bf16, many times slower than
+    float32 (BENCHMARKS.md): bf16 needs the flag and kernels allowed to use it."""
+    from cnnlab import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
+    assert devices.bf16_supported(torch.device("cpu")) is expected

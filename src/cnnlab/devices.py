@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -25,14 +26,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) below the bf16 instructions: bf16 is emulated there
+ONEDNN_BELOW_BF16 = {
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+}
+
+
 def bf16_supported(device: torch.device) -> bool:
-    """bfloat16 autocast pays off on CUDA and on CPUs with AVX512-BF16 or AMX."""
+    """bfloat16 autocast pays off on CUDA, and on CPUs with AVX512-BF16 or AMX whose kernels
+    may use them: held to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) the same CPU emulates
+    bf16, far slower than float32 (benchmarks/BENCHMARKS.md)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        flags = cpu_flags()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    return False
+    if device.type != "cpu":
+        return False
+    flags = cpu_flags()
+    if not ("avx512_bf16" in flags or "amx_bf16" in flags):
+        return False
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in ONEDNN_BELOW_BF16:
+        return False
+    return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2")
 
 
 def autocast(device: torch.device, enabled: bool, cache: bool = True):

@@ -127,6 +127,9 @@ def test_tta_averages_probabilities_over_shifts(fake_dataset):
     torch.testing.assert_close(
         evaluate(result.model, test, return_outputs=True, tta=0)["probs"], plain["probs"]
     )
+    # beside the average, the single read that Predictor and the web app make
+    assert shifted["acc_one_pass"] == plain["acc"] and "acc_one_pass" not in plain
+    assert result.final["test_acc_one_pass"] == plain["acc"]  # fit's final row: the same model
 
 
 def test_speedrun_json_has_every_field(fake_mnist, tmp_path):

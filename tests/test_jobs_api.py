@@ -204,6 +204,7 @@ def test_real_job_finishes_with_events_and_its_run_is_inspectable(runs_dir, real
         assert len(detail["metrics"]) == 2 and detail["config"]["train_subset"] == 1000
         assert sorted({s["epoch"] for s in detail["steps"]}) == [1, 2]  # for the step curve
         assert detail["train_loss_floor"] == pytest.approx(0.5003, abs=1e-4)  # fast: smoothing 0.1
+        assert detail["tta"] == 4 and 0 <= detail["accuracy_one_pass"] <= 1  # fast: 4 shifts
         assert [s["class"] for s in detail["per_class"]] == [str(d) for d in range(10)]
         t, p = max(
             ((i, j) for i in range(10) for j in range(10) if i != j), key=lambda ij: cm[ij[0]][ij[1]]

@@ -258,3 +258,19 @@ def test_a_runs_smoothing_floor_comes_only_from_a_valid_setting(config, floor):
 
     got = train_loss_floor(config, [str(d) for d in range(10)])
     assert got == (pytest.approx(floor, abs=1e-4) if floor is not None else None)
+
+
+@pytest.mark.parametrize(
+    ("report", "shown"),
+    [
+        ({"accuracy_one_pass": 0.9945, "tta": 4}, {"accuracy_one_pass": 0.9945, "tta": 4}),
+        ({}, {"accuracy_one_pass": None, "tta": 0}),
+        ({"accuracy_one_pass": "<img>", "tta": 4}, {"accuracy_one_pass": None, "tta": 0}),
+        ({"accuracy_one_pass": 1.5, "tta": 4}, {"accuracy_one_pass": None, "tta": 0}),
+        ({"accuracy_one_pass": 0.99, "tta": True}, {"accuracy_one_pass": None, "tta": 0}),
+    ],
+)
+def test_the_single_read_accuracy_comes_only_from_valid_eval_json(report, shown):
+    from cnnlab.web.routes_inspect import _one_pass
+
+    assert _one_pass(report) == shown

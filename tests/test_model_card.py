@@ -70,3 +70,22 @@ def test_train_command_lists_only_what_differs_from_the_defaults():
     assert command == (
         "cnnlab train --model mlp --adam-betas 0.7 0.9 --no-normalize --root '/d r' --out runs/x"
     )
+
+
+def test_a_tta_run_says_what_a_single_read_scores(fake_dataset, tmp_path):
+    """The headline averages shifted reads; predict, the web app and exports read once, and
+    the card and eval.json say what that reads too."""
+    from cnnlab.evaluation import evaluate_run
+
+    run = tmp_path / "run"
+    config = make_config(dataset="fake", model="mlp", device="cpu", threads=1, epochs=1, tta=4)
+    final = fit(config, run).final
+    card = model_card(run)
+    assert "average 4 one-pixel shifts" in card
+    assert f"read each image once, which reads {100 * final['test_acc_one_pass']:.2f}%" in card
+    report = evaluate_run(run, device="cpu")
+    assert report["tta"] == 4 and report["accuracy_one_pass"] == final["test_acc_one_pass"]
+    plain = tmp_path / "plain"
+    fit(make_config(dataset="fake", model="mlp", device="cpu", threads=1, epochs=1), plain)
+    assert "read each image once" not in model_card(plain)
+    assert "accuracy_one_pass" not in evaluate_run(plain, device="cpu")

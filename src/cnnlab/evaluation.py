@@ -33,14 +33,16 @@ def global_sums(batches, values: list, device: torch.device) -> list[float]:
     return distributed.sum_across_ranks(values, device)
 
 
-def tta_log_probs(model: nn.Module, x: torch.Tensor, shifts: int) -> torch.Tensor:
-    """Log of the softmax averaged over x and its first `shifts` one-pixel shifts (TTA_SHIFTS)."""
-    probs = model(x).float().softmax(1)  # (B, classes)
+def tta_log_probs(model: nn.Module, x: torch.Tensor, shifts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log of the softmax averaged over x and its first `shifts` one-pixel shifts (TTA_SHIFTS),
+    and the logits of x itself: what a single read (predict, the web app, an export) gives."""
+    once = model(x)
+    probs = once.float().softmax(1)  # (B, classes)
     for dy, dx in TTA_SHIFTS[:shifts]:
         # roll wraps one row/column around; it is background in centred images, and cheaper
         # than padding and cropping
         probs += model(torch.roll(x, (dy, dx), (2, 3))).float().softmax(1)
-    return (probs / (shifts + 1)).log()
+    return (probs / (shifts + 1)).log(), once
 
 
 @torch.no_grad()
@@ -50,31 +52,37 @@ def evaluate(
     """Mean loss and accuracy over `batches` (eval mode); optionally the probabilities.
 
     With `tta` > 0 the prediction averages the softmax over each image and `tta` one-pixel
-    shifts of it (loss and probabilities are those of the average).
+    shifts of it (loss and probabilities are those of the average), and "acc_one_pass" is the
+    accuracy of each image read once, as `Predictor`, the web app and exports read it.
 
     Returns:
-        {"loss", "acc", "n"} and, with return_outputs, "probs" (N, classes) and "targets" (N,)
-        as CPU tensors. When `batches` is one rank's shard, loss, acc and n are the whole job's.
+        {"loss", "acc", "n"} (and "acc_one_pass" with tta) and, with return_outputs, "probs"
+        (N, classes) and "targets" (N,) as CPU tensors. When `batches` is one rank's shard,
+        the figures are the whole job's.
     """
     if return_outputs and getattr(batches, "world_size", 1) > 1:
         raise ConfigError("evaluate(return_outputs=True) needs all the test batches, not one shard")
     model.eval()
     device = next(model.parameters()).device
-    loss_sum, correct, n = 0.0, 0, 0
+    loss_sum, correct, correct_once, n = 0.0, 0, 0, 0
     probs, targets = [], []
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         with autocast(device, bf16):
-            logits = model(x) if tta == 0 else tta_log_probs(model, x, tta)
+            logits, once = (model(x), None) if tta == 0 else tta_log_probs(model, x, tta)
         logits = logits.float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(1) == y).sum())
+        correct_once += int(((logits if once is None else once).argmax(1) == y).sum())
         n += len(y)
         if return_outputs:
             probs.append(logits.softmax(1).cpu())
             targets.append(y.cpu())
-    loss_sum, correct, n = global_sums(batches, [loss_sum, correct, n], device)
+    sums = global_sums(batches, [loss_sum, correct, correct_once, n], device)
+    loss_sum, correct, correct_once, n = sums
     out = {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n)}
+    if tta:
+        out["acc_one_pass"] = correct_once / max(n, 1)
     if return_outputs:
         out["probs"] = torch.cat(probs) if probs else torch.empty(0)
         out["targets"] = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
@@ -156,7 +164,8 @@ def evaluate_run(
     dev = resolve_device(device)
     model = run.model.to(dev)
     batches = split_batches(run, ds, subset=subset, device=dev)
-    result = evaluate(model, batches, return_outputs=True, tta=run_tta(run))
+    tta = run_tta(run)
+    result = evaluate(model, batches, return_outputs=True, tta=tta)
     probs, targets = result["probs"], result["targets"]
     preds = probs.argmax(1)
     cm = metrics.confusion_matrix(targets, preds, run.num_classes)
@@ -167,6 +176,7 @@ def evaluate_run(
         "split": split,
         "loss": result["loss"],
         **metrics.summary(cm, run.classes),
+        **({"tta": tta, "accuracy_one_pass": result["acc_one_pass"]} if tta else {}),
         "most_confused": metrics.most_confused(cm, run.classes, top=5),
     }
     from cnnlab import figures  # matplotlib: only where a figure is drawn

@@ -79,8 +79,15 @@ def _scores(metrics: list[dict], config: dict) -> list[str]:
             "tuned on it, the test accuracy is optimistic; train with `--val-split 0.1` to avoid that."
         )
     if last.get("tta"):
+        once = last.get("test_acc_one_pass")
         lines.append(
-            f"The final figures average {last['tta']} one-pixel shifts (test-time augmentation)."
+            f"The final figures average {last['tta']} one-pixel shifts (test-time augmentation)"
+            + (
+                f"; `cnnlab predict`, the web app and exported models read each image once, which "
+                f"reads {100 * once:.2f}% of the test set."
+                if isinstance(once, float)
+                else "."
+            )
         )
     return lines
 

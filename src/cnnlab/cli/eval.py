@@ -42,6 +42,11 @@ def cmd_eval(args) -> int:
         f"{100 * report['accuracy']:.2f}% ({report['errors']} errors in {report['images']} "
         f"images), loss {report['loss']:.4f}, macro F1 {report['macro_f1']:.4f}"
     )
+    if "accuracy_one_pass" in report:
+        print(
+            f"with {report['tta']}-shift test-time augmentation; each image read once, as "
+            f"`cnnlab predict` and the web app read it: {100 * report['accuracy_one_pass']:.2f}%"
+        )
     rows = [
         [s["class"], f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}", s["support"]]
         for s in report["per_class"]

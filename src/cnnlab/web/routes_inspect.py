@@ -58,6 +58,15 @@ def train_loss_floor(config: dict, classes: list) -> float | None:
     return smoothed_loss_floor(float(smoothing), len(classes))
 
 
+def _one_pass(report: dict) -> dict:
+    """A TTA run's single-read accuracy (what Draw reads) from eval.json, a run folder's file:
+    only a fraction beside a whole number of shifts, else nothing."""
+    once, tta = report.get("accuracy_one_pass"), report.get("tta")
+    if isinstance(once, float) and 0 <= once <= 1 and type(tta) is int and tta > 0:
+        return {"accuracy_one_pass": once, "tta": tta}
+    return {"accuracy_one_pass": None, "tta": 0}
+
+
 def run_state(metrics, config) -> str:
     """ "resumable" when fewer epochs are saved than its config asks for, else "done"."""
     epochs = config.get("epochs") if isinstance(config, dict) else None
@@ -260,5 +269,6 @@ async def run_detail(
         "confusion": report.get("confusion", []),
         "per_class": report.get("per_class", []),
         "accuracy": report.get("accuracy"),
+        **_one_pass(report),
         "images": report.get("images"),
     }

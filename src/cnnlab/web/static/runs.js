@@ -138,7 +138,7 @@ async function showRun(name) {
   $("detail-summary").textContent = "evaluating on the test set (once per run)…";
   const d = await lab.getJSON(`/api/runs/${encodeURIComponent(name)}`);
   const r = d.row;
-  $("detail-summary").textContent = `${r.model} on ${r.dataset}, ${r.epochs} epochs, ${fmtInt(r.parameters)} parameters; test accuracy ${fmtAcc(d.accuracy)} on ${d.images} images${r.state === "resumable" ? " (stopped early: resumable from the Train page)" : ""}`;
+  $("detail-summary").textContent = `${r.model} on ${r.dataset}, ${r.epochs} epochs, ${fmtInt(r.parameters)} parameters; test accuracy ${fmtAcc(d.accuracy)} on ${d.images} images${d.accuracy_one_pass != null ? ` (averaging ${d.tta} one-pixel shifts; each image read once, as Draw reads it: ${fmtAcc(d.accuracy_one_pass)})` : ""}${r.state === "resumable" ? " (stopped early: resumable from the Train page)" : ""}`;
   const c = curves(d.metrics);
   if (d.steps.length) { c.loss.push(stepSeries(d.steps, "loss")); c.acc.push(stepSeries(d.steps, "acc")); }
   c.loss.push(...floorSeries(d));

@@ -160,9 +160,10 @@ def test_the_smoothing_floor_is_the_lowest_loss_torch_can_reach(smoothing, class
     assert smoothed_loss_floor(0.0, 10) is None and smoothed_loss_floor(0.1, 1) is None
 
 
-def test_curves_draw_label_smoothings_floor_and_the_report_says_why(tmp_path, monkeypatch):
+def test_curves_draw_the_smoothing_floor_and_the_report_explains_floors_and_tta(tmp_path, monkeypatch):
     """A smoothed run's training loss sits above its test loss by design: the figures draw the
-    floor it cannot pass and the comparison report says so in a sentence."""
+    floor it cannot pass and the comparison report says so in a sentence, as it says what a
+    single read scores where the figures average shifted reads."""
     from cnnlab.reports.compare import write_report
 
     metrics = [
@@ -193,3 +194,7 @@ def test_curves_draw_label_smoothings_floor_and_the_report_says_why(tmp_path, mo
     assert "training loss of cnn (label smoothing 0.1: never below 0.50, its dashed line)" in text
     assert "of mlp" not in text
     assert "smoothed targets" not in write_report([mlp], tmp_path, "t").read_text()
+    cnn.config, cnn.test_acc_one_pass = replace(cnn.config, tta=4), 0.9945
+    text = write_report([mlp, cnn], tmp_path, "t").read_text()
+    assert "cnn's test figures average 4 one-pixel shifts" in text and "it scores 99.45 %" in text
+    assert "mlp's test figures" not in text

@@ -57,6 +57,7 @@ class ComparedModel:
     errors: int
     config: TrainConfig
     train_loss_floor: float | None = None  # label smoothing's, under its training loss
+    test_acc_one_pass: float | None = None  # with TTA: each image read once, as predict does
 
 
 def _compared(name: str, run_dir: Path, config: TrainConfig, result, ev: dict) -> ComparedModel:
@@ -75,6 +76,7 @@ def _compared(name: str, run_dir: Path, config: TrainConfig, result, ev: dict) -
         errors=ev["errors"],
         config=config,
         train_loss_floor=smoothed_loss_floor(config.label_smoothing, len(result.info.classes)),
+        test_acc_one_pass=ev.get("accuracy_one_pass"),
     )
 
 
@@ -209,6 +211,18 @@ def machine_description() -> str:
     )
 
 
+def tta_note(rows: list[ComparedModel]) -> list[str]:
+    """Which rows' test figures average shifted reads, and what one read scores (report lines)."""
+    said = [
+        f"{r.name}'s test figures average {r.config.tta} one-pixel shifts (test-time "
+        f"augmentation); each image read once, as `cnnlab predict` and the web app read it, "
+        f"it scores {100 * r.test_acc_one_pass:.2f} %."
+        for r in rows
+        if r.test_acc_one_pass is not None
+    ]
+    return [" ".join(said), ""] if said else []
+
+
 def curves_note(rows: list[ComparedModel]) -> list[str]:
     """Why a training loss sits above its test loss: label smoothing's floor (report lines)."""
     said = [
@@ -249,6 +263,7 @@ def write_report(rows: list[ComparedModel], out: Path, title: str, intro: str = 
         "Same data, same seed; settings per model below. Training seconds count the "
         "training steps only (not evaluation); the machine: " + machine_description() + ".",
         "",
+        *tta_note(rows),
         "## Curves",
         "",
         f"![curves]({CURVES})",

@@ -292,10 +292,8 @@ def _train_epoch(job: _Job, config: TrainConfig, epoch: int, callback: Callback 
         val = evaluate(job.model, job.val_batches, bf16=job.bf16, tta=tta)
         row.update(val_loss=val["loss"], val_acc=val["acc"])
     if job.val_batches is None or last:  # with a validation split the test set is seen once
-        test = evaluate(job.model, job.test_batches, bf16=job.bf16, tta=tta)
-        row.update(test_loss=test["loss"], test_acc=test["acc"])
-        if "acc_one_pass" in test:  # what predict and the web app will read
-            row["test_acc_one_pass"] = test["acc_one_pass"]
+        test = evaluate(job.model, job.test_batches, bf16=job.bf16, tta=tta)  # +acc_one_pass
+        row.update({f"test_{k}": v for k, v in test.items() if k in ("loss", "acc", "acc_one_pass")})
     lr = float(job.optimizer.param_groups[0]["lr"])
     return {**row, "seconds": seconds, "images_per_s": tr["images_per_s"], "lr": lr, "tta": tta}
 

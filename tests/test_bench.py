@@ -137,9 +137,9 @@ def test_speedrun_json_has_every_field(fake_mnist, tmp_path):
     assert set(result) >= SPEEDRUN_FIELDS
     assert [r["seed"] for r in result["seeds"]] == [0, 1]
     for r in result["seeds"]:
-        assert set(r) >= {"train_s", "test_acc", "eval_s", "fit_overhead_s"}
-        assert r["train_s"] > 0 and 0 <= r["test_acc"] <= 1
-    for key in ("train_s", "test_acc", "eval_s"):
+        assert set(r) >= {"train_s", "test_acc", "test_acc_one_pass", "eval_s", "fit_overhead_s"}
+        assert r["train_s"] > 0 and 0 <= r["test_acc"] <= 1 and 0 <= r["test_acc_one_pass"] <= 1
+    for key in ("train_s", "test_acc", "test_acc_one_pass", "eval_s"):  # fast: TTA, and one read
         assert set(result[key]) == STATS
         assert result[key]["min"] <= result[key]["median"] <= result[key]["max"]
     assert result["reached_target"] == (result["test_acc"]["mean"] >= 0.5)
@@ -203,6 +203,7 @@ def test_markdown_section_is_replaced_not_appended(fake_mnist, tmp_path):
     assert "Hand-written notes stay." in text
     assert "#### speedrun: recipe `fast`" in text and "#### batches" in text
     assert "cores" in text and "thread(s)" in text
+    assert "| read once, no TTA (%) |" in text  # fast's figures average shifts: one read beside
 
 
 def test_cli_bench_speedrun_writes_json_and_table(fake_mnist, tmp_path, capsys):
@@ -225,6 +226,7 @@ def test_cli_bench_speedrun_writes_json_and_table(fake_mnist, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "training wall time (s)" in printed and "the lesson's loop" in printed
+    assert "read once, no TTA (%)" in printed
     assert set(json.loads((out / "speedrun-cpu.json").read_text())) >= SPEEDRUN_FIELDS
     assert "#### speedrun" in md.read_text()
 

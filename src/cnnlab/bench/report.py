@@ -93,6 +93,11 @@ def _speedrun_md(r: dict) -> list[str]:
         "|---|---|---|---|---|",
         _row("training wall time (s)", r["train_s"]),
         _row("test accuracy (%)", r["test_acc"], 100),
+        *(
+            [_row("read once, no TTA (%)", r["test_acc_one_pass"], 100)]
+            if "test_acc_one_pass" in r
+            else []
+        ),
         _row("one evaluation pass (s)", r["eval_s"]),
         "",
         summary + ".",

@@ -73,7 +73,8 @@ def evaluate(
         logits = logits.float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += int((logits.argmax(1) == y).sum())
-        correct_once += int(((logits if once is None else once).argmax(1) == y).sum())
+        if once is not None:  # with tta: the unshifted read, counted apart
+            correct_once += int((once.argmax(1) == y).sum())
         n += len(y)
         if return_outputs:
             probs.append(logits.softmax(1).cpu())

@@ -66,4 +66,10 @@ const charts = {
       .map((k, i) => ({ label: k.replace("_", " ") + suffix, color, dash: dashes ? dashes[i] : undefined, points: rows.filter((r) => Number.isFinite(r[k])).map((r) => [r.epoch, r[k]]) }))
       .filter((s) => s.points.length);
   },
+
+  // Label smoothing's floor under a training loss, from x0 to x1: the loss a perfect model
+  // still has against smoothed targets (the test loss is plain cross-entropy and can reach 0).
+  floor(value, x0, x1, suffix = "", color = "#888") {
+    return { label: `train's floor${suffix} ${value.toFixed(2)} (label smoothing)`, color, dash: [10, 3, 2, 3], points: [[x0, value], [x1, value]] };
+  },
 };

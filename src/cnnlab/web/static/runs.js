@@ -69,14 +69,11 @@ function stepSeries(steps, key) {
   return { label: `train ${key} (steps)`, color: "#9ab", points };
 }
 
-// Label smoothing's floor under the training loss: the loss a perfect model still has against
-// smoothed targets (the test loss is plain cross-entropy and can go to 0).
-function floorSeries(d, suffix = "", color = "#888") {
-  const f = d.train_loss_floor;
-  if (f == null || !d.metrics.length) return [];
+// A run's smoothing floor across its epochs (from 0 when its steps are drawn), or nothing.
+function floorSeries(d, suffix, color) {
+  if (d.train_loss_floor == null || !d.metrics.length) return [];
   const last = Math.max(...d.metrics.map((m) => m.epoch));
-  const points = [[d.steps.length ? 0 : 1, f], [last, f]];
-  return [{ label: `train's floor${suffix} ${f.toFixed(2)} (label smoothing)`, color, dash: [10, 3, 2, 3], points }];
+  return [charts.floor(d.train_loss_floor, d.steps.length ? 0 : 1, last, suffix, color)];
 }
 
 // A confusion matrix as a grid of buttons; `onCell(t, p)` when given; `diff` colours signs.

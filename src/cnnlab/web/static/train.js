@@ -51,8 +51,7 @@ function fmtTime(s) {
 function draw() {
   const s = live.steps, e = live.epochs;
   const series = (key, label) => ({ label, points: e.filter((r) => Number.isFinite(r[key])).map((r) => [r.epoch, r[key]]) });
-  // label smoothing's floor: the training loss of a perfect model against smoothed targets
-  const floor = live.floor != null && s.length ? { label: `train's floor ${live.floor.toFixed(2)} (label smoothing)`, color: "#888", dash: [10, 3, 2, 3], points: [[s[0].x, live.floor], [s[s.length - 1].x, live.floor]] } : { points: [] };
+  const floor = live.floor != null && s.length ? charts.floor(live.floor, s[0].x, s[s.length - 1].x) : { points: [] };
   charts.line($("live-loss"), [{ label: "step loss", points: s.map((p) => [p.x, p.loss]) }, series("val_loss", "val"), series("test_loss", "test"), floor].filter((x) => x.points.length), { title: "loss", xLabel: "epoch" });
   charts.line($("live-acc"), [{ label: "step acc", points: s.map((p) => [p.x, p.acc]) }, series("val_acc", "val"), series("test_acc", "test")].filter((x) => x.points.length), { title: "accuracy", xLabel: "epoch", percent: true });
 }

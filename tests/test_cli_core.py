@@ -200,3 +200,17 @@ def test_runnable_others_counts_busy_processes():
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_torch_commands_import_torch_with_the_collector_paused_then_frozen():
+    # a fresh interpreter, as a user's command: torch's objects frozen, the collector back on
+    probe = (
+        "import gc, sys\n"
+        "from cnnlab.cli import main\n"
+        "main(['models'])\n"
+        "print(gc.isenabled(), gc.get_freeze_count() > 100_000, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stderr.strip().splitlines()[-1] == "True True", done.stderr

@@ -10,6 +10,7 @@ of a cnnlab category (say a data file rebuilt after a failed MD5 check) is one l
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -98,6 +99,26 @@ def choose_omp_wait_policy() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
+def import_torch_quietly() -> None:
+    """Import torch with the cyclic garbage collector paused, then freeze what the import made.
+
+    `import torch` builds some 180,000 long-lived objects: the collections during the import
+    and the full one at exit walk them all, about 0.5 s of every command
+    (benchmarks/BENCHMARKS.md). Frozen objects are skipped by later collections; module-level
+    objects live as long as the process anyway. Commands that need no torch set `torch_free`.
+    Nothing is done where torch is loaded already (a test, a notebook): a freeze there would
+    also keep whatever garbage was waiting for the collector.
+    """
+    if "torch" in sys.modules:
+        return
+    gc.disable()
+    try:
+        import torch  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def one_line_warnings(show):
     """A `warnings.showwarning` that prints cnnlab's own warnings as one line, others via `show`."""
 
@@ -115,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     choose_omp_wait_policy()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "torch_free", False):
+        import_torch_quietly()
     with warnings.catch_warnings():
         warnings.showwarning = one_line_warnings(warnings.showwarning)
         return _run(args)

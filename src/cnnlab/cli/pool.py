@@ -42,7 +42,7 @@ def add_pool_matrix_parser(sub, common, name: str, help_text: str, func) -> None
         help="step between windows (default: the kernel size)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, torch_free=True)
 
 
 def register(sub, common) -> None:

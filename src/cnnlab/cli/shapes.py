@@ -55,7 +55,7 @@ def _add_conv(shapes_sub, common) -> None:
     )
     _add_size(p, "--dilation", "D", "dilation", default=[1])
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_conv)
+    p.set_defaults(func=cmd_conv, torch_free=True)
 
 
 def _add_pool_size(shapes_sub, common) -> None:
@@ -72,7 +72,7 @@ def _add_pool_size(shapes_sub, common) -> None:
         "--ceil-mode", action="store_true", help="round up like ceil_mode=True (default: round down)"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_pool_size)
+    p.set_defaults(func=cmd_pool_size, torch_free=True)
 
 
 def _add_solve(shapes_sub, common) -> None:
@@ -94,7 +94,7 @@ def _add_solve(shapes_sub, common) -> None:
     )
     _add_size(p, "--dilation", "D", "dilation, kept fixed", default=[1])
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_solve)
+    p.set_defaults(func=cmd_solve, torch_free=True)
 
 
 def _add_model(shapes_sub, common) -> None:

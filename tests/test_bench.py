@@ -204,6 +204,28 @@ def test_markdown_section_is_replaced_not_appended(fake_mnist, tmp_path):
     assert "#### speedrun: recipe `fast`" in text and "#### batches" in text
     assert "cores" in text and "thread(s)" in text
     assert "| read once, no TTA (%) |" in text  # fast's figures average shifts: one read beside
+    assert "The published recipe in the same run" in text and "as fast (means)" in text
+    assert "Roofline: " in text and "1024^3 float32 GEMM" in text
+
+
+def test_markdown_shows_the_whole_commands_beside_import_torch(fake_mnist):
+    result = bench.speedrun(seeds=1, baseline=False, reference=False)
+    stat = lambda median: {"mean": median, "median": median, "min": median, "max": median}  # noqa: E731
+    result["commands"] = {
+        "what": "...",
+        "runs": 3,
+        "import_torch_s": stat(2.0),
+        "train_command_s": stat(4.0),
+        "train_command_training_s": stat(1.25),
+        "predict_command_s": stat(1.5),
+        "serve_command_s": stat(2.5),
+    }
+    text = bench.markdown_tables([result])
+    assert "medians of 3 fresh processes" in text
+    assert "| `cnnlab train` | 4.00 | +0.75 s beyond it and 1.25 s of training |" in text
+    assert "| `cnnlab predict RUN one.png` | 1.50 | -0.50 s |" in text
+    assert "| `cnnlab serve RUN` until /healthz answers | 2.50 | +0.50 s |" in text
+    assert "The published recipe" not in text  # reference=False: no line for it
 
 
 def test_cli_bench_speedrun_writes_json_and_table(fake_mnist, tmp_path, capsys):
@@ -332,7 +354,8 @@ def test_speedrun_times_the_whole_commands(real_root):
         commands=1,
     )
     timed = result["commands"]
-    for key in ("import_torch_s", "train_command_s", "train_command_training_s", "predict_command_s"):
+    keys = ("import_torch_s", "train_command_s", "train_command_training_s", "predict_command_s")
+    for key in (*keys, "serve_command_s"):
         assert set(timed[key]) == STATS and timed[key]["min"] > 0, key
     # the command includes Python, torch and the data load on top of its own training seconds
     assert timed["train_command_s"]["mean"] > timed["train_command_training_s"]["mean"]

@@ -8,10 +8,12 @@ real commands in fresh processes, so the headline and the experience cannot drif
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from cnnlab.errors import ConfigError
@@ -28,6 +30,29 @@ def _wall(argv: list[str]) -> float:
     return seconds
 
 
+def _serve_seconds(argv: list[str], timeout: float = 120.0) -> float:
+    """Seconds from launching `cnnlab serve ... --port 0` until its /healthz answers 200."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # "cnnlab: serving N runs (...) on http://HOST:PORT/ ..."
+        url = re.search(r"http://\S+/", line)
+        if url is None:
+            tail = (line or proc.stderr.read()).strip().splitlines()[-1:] or ["no output"]
+            raise ConfigError(f"timing `cnnlab serve` failed: {tail[0]}")
+        while proc.poll() is None and time.perf_counter() - t0 < timeout:
+            try:
+                with urllib.request.urlopen(url[0] + "healthz", timeout=5) as answer:
+                    if answer.status == 200:
+                        return time.perf_counter() - t0
+            except OSError:  # listening, not answering yet
+                time.sleep(0.01)
+        raise ConfigError(f"timing `cnnlab serve`: no answer from {url[0]}healthz")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def _digit_image(path: Path) -> Path:
     """A drawn 7, dark on white, for the predict command."""
     from PIL import Image, ImageDraw
@@ -40,8 +65,8 @@ def _digit_image(path: Path) -> Path:
 
 def command_seconds(recipe: str, flags: list[str], runs: int = 3) -> dict[str, list[float]]:
     """Wall seconds of `python -c "import torch"`, `cnnlab train --recipe RECIPE` (and the
-    training seconds it reported) and `cnnlab predict RUN one.png`, each `runs` times in fresh
-    processes, interleaved.
+    training seconds it reported), `cnnlab predict RUN one.png` and `cnnlab serve RUN` until
+    /healthz answers, each `runs` times in fresh processes, interleaved.
 
     Args:
         recipe: the recipe to train.
@@ -52,6 +77,7 @@ def command_seconds(recipe: str, flags: list[str], runs: int = 3) -> dict[str, l
         raise ConfigError(f"runs must be >= 1, not {runs}")
     python = sys.executable
     keys = ("import_torch_s", "train_command_s", "train_command_training_s", "predict_command_s")
+    keys += ("serve_command_s",)
     out: dict[str, list[float]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
         run_dir, image = Path(tmp) / "run", _digit_image(Path(tmp) / "seven.png")
@@ -64,4 +90,6 @@ def command_seconds(recipe: str, flags: list[str], runs: int = 3) -> dict[str, l
             out["predict_command_s"].append(
                 _wall([python, "-m", "cnnlab", "predict", str(run_dir), str(image)])
             )
+            serve = [python, "-m", "cnnlab", "serve", str(run_dir), "--runs", tmp, "--port", "0"]
+            out["serve_command_s"].append(_serve_seconds([*serve, "-q"]))
     return out

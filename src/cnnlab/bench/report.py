@@ -112,6 +112,54 @@ def _speedrun_md(r: dict) -> list[str]:
             f"{b['train_s']:.1f} s -> {100 * b['test_acc']:.2f} %."
             f" Speedup: **{r['speedup_vs_baseline']:.1f}x**.",
         ]
+    return lines + _reference_md(r) + _commands_md(r.get("commands"))
+
+
+def _reference_md(r: dict) -> list[str]:
+    """The published recipe's line and the roofline line, where the run has them."""
+    lines = []
+    if "reference" in r:
+        ref = r["reference"]
+        lines += [
+            "",
+            f"The published recipe in the same run, seed for seed: {ref['train_s']['mean']:.2f} s "
+            f"mean -> {100 * ref['test_acc']['mean']:.2f} %; `{r['recipe']}` trains "
+            f"**{r['speedup_vs_reference']:.1f}x** as fast (means).",
+        ]
+    if "roofline" in r:
+        roof = r["roofline"]
+        lines += [
+            "",
+            f"Roofline: {roof['training_gmacs_per_s']:.1f} G multiply-adds/s in training against "
+            f"{roof['gemm_gmacs_per_s']:.1f} G for a 1024^3 float32 GEMM on the same "
+            f"{roof['threads']} thread(s): {100 * roof['fraction_of_gemm']:.0f} %.",
+        ]
+    return lines
+
+
+def _commands_md(c: dict | None) -> list[str]:
+    """Whole commands in fresh processes (medians), each beside `python -c "import torch"`."""
+    if not c:
+        return []
+    torch_s = c["import_torch_s"]["median"]
+    rows = [('`python -c "import torch"`', c["import_torch_s"], "")]
+    training = c["train_command_training_s"]["median"]
+    beyond = c["train_command_s"]["median"] - torch_s - training
+    rows.append(
+        (
+            "`cnnlab train`",
+            c["train_command_s"],
+            f"{beyond:+.2f} s beyond it and {training:.2f} s of training",
+        )
+    )
+    rows.append(("`cnnlab predict RUN one.png`", c["predict_command_s"], ""))
+    if "serve_command_s" in c:
+        rows.append(("`cnnlab serve RUN` until /healthz answers", c["serve_command_s"], ""))
+    lines = ["", f"What the user waits for, medians of {c['runs']} fresh processes:", ""]
+    lines += ["| command | wall s | beyond `import torch` |", "|---|---|---|"]
+    for label, s, note in rows:
+        extra = note or (f"{s['median'] - torch_s:+.2f} s" if s is not c["import_torch_s"] else "")
+        lines.append(f"| {label} | {s['median']:.2f} | {extra} |")
     return lines
 
 

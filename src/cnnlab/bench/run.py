@@ -212,7 +212,7 @@ def speedrun(
         train_subset, test_subset: first N images only (tests; the figures need the full sets).
         baseline: also time one epoch of the lesson's loop with the same threads.
         reference: also train the published speed recipe per seed, interleaved, timed alike.
-        commands: time whole `cnnlab train` / `predict` commands this many times (0: not).
+        commands: time whole `cnnlab train` / `predict` / `serve` commands this many times (0: not).
         callback: every fit event, plus "seed_end", "baseline_start", "commands_start".
     Returns:
         A JSON-ready dict: machine, config, per-seed runs and their statistics, what the
@@ -265,7 +265,7 @@ def _command_result(recipe: str, overrides: dict, runs: int) -> dict:
     return {
         "what": "wall seconds from launch to exit of fresh processes: python -c 'import torch', "
         f"cnnlab train --recipe {recipe} (and the training seconds it reported), "
-        "cnnlab predict RUN one.png",
+        "cnnlab predict RUN one.png, cnnlab serve RUN until /healthz answers",
         "runs": runs,
         **{key: stats(values) for key, values in timings.items()},
     }

@@ -231,6 +231,11 @@ def _speedrun_extras(result: dict) -> list[str]:
             f"whole commands (median): import torch {c['import_torch_s']:.2f} s, cnnlab train "
             f"{c['train_command_s']:.2f} s (of it {c['train_command_training_s']:.2f} s training), "
             f"cnnlab predict {c['predict_command_s']:.2f} s"
+            + (
+                f", cnnlab serve until /healthz {c['serve_command_s']:.2f} s"
+                if "serve_command_s" in c
+                else ""
+            )
         )
     return lines
 

@@ -222,7 +222,7 @@ def test_markdown_shows_the_whole_commands_beside_import_torch(fake_mnist):
     }
     text = bench.markdown_tables([result])
     assert "medians of 3 fresh processes" in text
-    assert "| `cnnlab train` | 4.00 | +0.75 s beyond it and 1.25 s of training |" in text
+    assert "| `cnnlab train --recipe fast` | 4.00 | +0.75 s beyond it and 1.25 s of training |" in text
     assert "| `cnnlab predict RUN one.png` | 1.50 | -0.50 s |" in text
     assert "| `cnnlab serve RUN` until /healthz answers | 2.50 | +0.50 s |" in text
     assert "The published recipe" not in text  # reference=False: no line for it

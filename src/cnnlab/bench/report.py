@@ -112,7 +112,7 @@ def _speedrun_md(r: dict) -> list[str]:
             f"{b['train_s']:.1f} s -> {100 * b['test_acc']:.2f} %."
             f" Speedup: **{r['speedup_vs_baseline']:.1f}x**.",
         ]
-    return lines + _reference_md(r) + _commands_md(r.get("commands"))
+    return lines + _reference_md(r) + _commands_md(r.get("commands"), r["recipe"])
 
 
 def _reference_md(r: dict) -> list[str]:
@@ -137,17 +137,17 @@ def _reference_md(r: dict) -> list[str]:
     return lines
 
 
-def _commands_md(c: dict | None) -> list[str]:
+def _commands_md(c: dict | None, recipe: str) -> list[str]:
     """Whole commands in fresh processes (medians), each beside `python -c "import torch"`."""
     if not c:
         return []
     torch_s = c["import_torch_s"]["median"]
-    rows = [('`python -c "import torch"`', c["import_torch_s"], "")]
+    rows = [('`python -c "import torch"`', c["import_torch_s"], "(the baseline)")]
     training = c["train_command_training_s"]["median"]
     beyond = c["train_command_s"]["median"] - torch_s - training
     rows.append(
         (
-            "`cnnlab train`",
+            f"`cnnlab train --recipe {recipe}`",
             c["train_command_s"],
             f"{beyond:+.2f} s beyond it and {training:.2f} s of training",
         )
@@ -158,8 +158,8 @@ def _commands_md(c: dict | None) -> list[str]:
     lines = ["", f"What the user waits for, medians of {c['runs']} fresh processes:", ""]
     lines += ["| command | wall s | beyond `import torch` |", "|---|---|---|"]
     for label, s, note in rows:
-        extra = note or (f"{s['median'] - torch_s:+.2f} s" if s is not c["import_torch_s"] else "")
-        lines.append(f"| {label} | {s['median']:.2f} | {extra} |")
+        versus = note or f"{s['median'] - torch_s:+.2f} s"
+        lines.append(f"| {label} | {s['median']:.2f} | {versus} |")
     return lines
 
 

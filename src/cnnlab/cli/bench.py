@@ -67,7 +67,7 @@ def _add_speedrun_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="also time the whole cnnlab train / predict commands N times each (default: 0)",
+        help="also time the whole cnnlab train / predict / serve commands N times each (default: 0)",
     )
     p.add_argument(
         "--train-subset",

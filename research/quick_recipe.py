@@ -113,6 +113,8 @@ VARIANTS = {
     "quick (as it is)": ("quick", {}),
     "quick in float32": ("quick", {"bf16": False}),
     "quick, batch 512, lr 0.04": ("quick", {"batch_size": 512, "lr": 0.04}),
+    "quick float32, batch 512, lr 0.04": ("quick", {"bf16": False, "batch_size": 512, "lr": 0.04}),
+    "quick float32, batch 512, lr 0.06": ("quick", {"bf16": False, "batch_size": 512, "lr": 0.06}),
     "quick, 3 ep": ("quick", {"epochs": 3}),
     "quick, widths 24/48/96": ("quick", {"model_kwargs": {"stem": WHITEN, "widths": [24, 48, 96]}}),
     "quick, widths 24/48/112": ("quick", {"model_kwargs": {"stem": WHITEN, "widths": [24, 48, 112]}}),

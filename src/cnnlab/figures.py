@@ -17,8 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cnnlab import io  # noqa: E402
 
+DPI = 110  # every PNG's resolution
 
-def save_figure(fig, out: str | os.PathLike, dpi: int = 110) -> Path:
+
+def save_figure(fig, out: str | os.PathLike, dpi: int = DPI) -> Path:
     """Save atomically (`.part` then rename) and close the figure."""
     try:
         return io.atomic_write(
@@ -36,32 +38,98 @@ def image_grid(
     suptitle: str | None = None,
     title_colors: Sequence[str] | None = None,
 ) -> Path:
-    """A grid of images (tensor/array (N, C, H, W) or (N, H, W), uint8 or float) with titles."""
+    """A grid of images (tensor/array (N, C, H, W) or (N, H, W), uint8 or float) with titles.
+
+    Grey images are scaled each to its own range, as `imshow` would; colour ones are shown as
+    they are (floats in [0, 1] or uint8).
+    """
     n = len(images)
     cols = cols or min(n, 6 if n <= 12 else 10)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(1.6 * cols, 1.8 * rows + (0.4 if suptitle else 0)),
-        squeeze=False,
-        layout="constrained",
-    )
-    for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if i >= n:
-            ax.axis("off")
-            continue
-        img = images[i]
-        img = img.detach().cpu().numpy() if hasattr(img, "detach") else img
-        if img.ndim == 3:
-            img = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-        ax.imshow(img, cmap="gray", interpolation="none")
-        ax.set_title(titles[i], fontsize=9, color=title_colors[i] if title_colors else "black")
+    tiles = [image_tile(img) for img in images]
+    return tile_grid(tiles, titles, out, cols, 1.6, suptitle, title_colors)
+
+
+def image_tile(img):
+    """One image (C, H, W) or (H, W), tensor or array, as RGBA floats (H, W, 4) for tile_grid."""
+    import numpy as np
+
+    arr = img.detach().cpu().numpy() if hasattr(img, "detach") else np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+    if arr.ndim == 2:
+        return colour_tile(arr, "gray")
+    arr = arr.astype(np.float32) / (255.0 if arr.dtype == np.uint8 else 1.0)
+    return np.concatenate([arr.clip(0, 1), np.ones_like(arr[..., :1])], axis=2)
+
+
+def colour_tile(values, cmap: str, vmin: float | None = None, vmax: float | None = None):
+    """A 2-D array through a colormap: RGBA floats (H, W, 4); the range defaults to its own."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float32)
+    low = float(values.min()) if vmin is None else vmin
+    high = float(values.max()) if vmax is None else vmax
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return matplotlib.colormaps[cmap](scaled.clip(0, 1))
+
+
+def tile_grid(
+    tiles: Sequence,
+    titles: Sequence[str],
+    out: str | os.PathLike,
+    cols: int,
+    tile_inches: float,
+    suptitle: str | None = None,
+    title_colors: Sequence[str] | None = None,
+    fontsize: float = 9,
+) -> Path:
+    """RGBA tiles (h, w, 4), `cols` a row, a title above each, as one image in one Axes.
+
+    An Axes per tile cost ~15 ms each to lay out and draw, most of a figure of 30-65 small maps
+    (benchmarks/BENCHMARKS.md); tiles of other sizes are enlarged, nearest-neighbour, to one.
+    """
+    import numpy as np
+
+    display = round(tile_inches * DPI)  # a tile's width in the PNG's pixels
+    th = _common_size([t.shape[0] for t in tiles], display)
+    tw = _common_size([t.shape[1] for t in tiles], display)
+    px_per_inch = tw / tile_inches
+    band = math.ceil(px_per_inch * fontsize * 1.7 / 72)  # the title's line above each tile
+    gap = max(2, tw // 10)
+    rows = math.ceil(len(tiles) / cols)
+    pitch_x, pitch_y = tw + gap, th + band + gap
+    canvas = np.zeros((rows * pitch_y, cols * pitch_x, 4), dtype=np.float32)  # transparent
+    fig = plt.figure(figsize=(canvas.shape[1] / px_per_inch, canvas.shape[0] / px_per_inch))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    for i, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
+        r, c = divmod(i, cols)
+        y, x = r * pitch_y + band, c * pitch_x + 1
+        canvas[y - 1 : y + th + 1, x - 1 : x + tw + 1] = (0.6, 0.6, 0.6, 1.0)  # a thin frame
+        canvas[y : y + th, x : x + tw] = _enlarge(tile, th, tw)
+        colour = title_colors[i] if title_colors else "black"
+        ax.text(x + tw / 2, y - 2, title, ha="center", va="bottom", fontsize=fontsize, color=colour)
+    ax.imshow(canvas, interpolation="nearest")
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, y=1.0, va="bottom")
     return save_figure(fig, out)
+
+
+def _common_size(sizes: Sequence[int], display: int) -> int:
+    """One size all tiles enlarge to, near `display` pixels: a multiple of their least common
+    multiple where that is small (every pixel the same width), else of the largest."""
+    lcm = math.lcm(*sizes)
+    base = lcm if lcm <= 8 * max(sizes) else max(sizes)
+    return base * max(1, round(display / base))
+
+
+def _enlarge(tile, th: int, tw: int):
+    """Nearest-neighbour enlargement of an (h, w, 4) tile to (th, tw, 4)."""
+    import numpy as np
+
+    rows = (np.arange(th) * tile.shape[0]) // th
+    cols = (np.arange(tw) * tile.shape[1]) // tw
+    return tile[rows][:, cols]
 
 
 def training_curves(

@@ -6,7 +6,6 @@ figures use matplotlib (Agg) through `cnnlab.figures.save_figure`.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -124,30 +123,18 @@ def feature_maps_figure(
     prediction, layer, maps: torch.Tensor, out: str | os.PathLike, max_maps: int = 64
 ) -> Path:
     """The model input, then one panel per channel of a layer's maps (C, h, w)."""
-    plt, save_figure = _plt()
+    from cnnlab import figures
+
     c, h, w = maps.shape
     n = min(c, max_maps)
-    cols = min(n + 1, 9)
-    rows = math.ceil((n + 1) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(1.35 * cols, 1.45 * rows + 0.5), squeeze=False, layout="constrained"
-    )
-    for ax in axes.flat:
-        ax.axis("off")
-    _show(axes.flat[0], _input_image(prediction), "input")
-    axes.flat[0].axis("on")
     vmax = float(maps[:n].max()) if maps.numel() else 1.0
     vmin = min(0.0, float(maps[:n].min()))
-    for i in range(n):
-        ax = axes.flat[i + 1]
-        ax.axis("on")
-        _show(ax, maps[i].numpy(), f"ch {i}", cmap="magma", vmin=vmin, vmax=vmax)
+    tiles = [figures.image_tile(prediction.input)]
+    tiles += [figures.colour_tile(maps[i].numpy(), "magma", vmin, vmax) for i in range(n)]
+    titles = ["input", *(f"ch {i}" for i in range(n))]
     more = f" (first {n} shown)" if n < c else ""
-    fig.suptitle(
-        f"{layer.name}: {layer.description}\n{c} feature maps of {h}x{w}{more}; bright = strong",
-        fontsize=10,
-    )
-    return save_figure(fig, out)
+    suptitle = f"{layer.name}: {layer.description}\n{c} feature maps of {h}x{w}{more}; bright = strong"
+    return figures.tile_grid(tiles, titles, out, min(n + 1, 9), 1.2, suptitle, fontsize=8)
 
 
 def filters_figure(
@@ -155,24 +142,17 @@ def filters_figure(
 ) -> Path:
     """First-layer kernels (out, in, kh, kw): red positive, blue negative, one scale for all.
     `trained=False` titles them frozen (set from the data, not learned)."""
-    plt, save_figure = _plt()
+    from cnnlab import figures
+
     o, i, kh, kw = weights.shape
-    cols = min(o, 8)
-    rows = math.ceil(o / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(1.2 * cols, 1.3 * rows + 0.6), squeeze=False, layout="constrained"
-    )
     lim = float(weights.abs().max()) or 1.0
-    for k, ax in enumerate(axes.flat):
-        if k >= o:
-            ax.axis("off")
-            continue
-        kernel = weights[k].mean(0) if i > 1 else weights[k, 0]  # colour inputs: channel mean
-        _show(ax, kernel.numpy(), f"filter {k}", cmap="RdBu_r", vmin=-lim, vmax=lim)
+    kernels = weights.mean(1) if i > 1 else weights[:, 0]  # colour inputs: the channel mean
+    tiles = [figures.colour_tile(k.numpy(), "RdBu_r", -lim, lim) for k in kernels]
     chans = "" if i == 1 else f" (mean over {i} input channels)"
     kind = "learned" if trained else "frozen (set from the data, not trained)"
-    fig.suptitle(f"{name}: {o} {kind} {kh}x{kw} filters{chans}; red +, blue -", fontsize=10)
-    return save_figure(fig, out)
+    suptitle = f"{name}: {o} {kind} {kh}x{kw} filters{chans}; red +, blue -"
+    titles = [f"filter {k}" for k in range(o)]
+    return figures.tile_grid(tiles, titles, out, min(o, 8), 1.05, suptitle, fontsize=8)
 
 
 def attribution_figure(

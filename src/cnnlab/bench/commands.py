@@ -32,6 +32,7 @@ def _wall(argv: list[str]) -> float:
 
 def _serve_seconds(argv: list[str], timeout: float = 120.0) -> float:
     """Seconds from launching `cnnlab serve ... --port 0` until its /healthz answers 200."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxy
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -42,7 +43,7 @@ def _serve_seconds(argv: list[str], timeout: float = 120.0) -> float:
             raise ConfigError(f"timing `cnnlab serve` failed: {tail[0]}")
         while proc.poll() is None and time.perf_counter() - t0 < timeout:
             try:
-                with urllib.request.urlopen(url[0] + "healthz", timeout=5) as answer:
+                with direct.open(url[0] + "healthz", timeout=5) as answer:
                     if answer.status == 200:
                         return time.perf_counter() - t0
             except OSError:  # listening, not answering yet

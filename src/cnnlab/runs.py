@@ -28,13 +28,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from cnnlab import __version__, io
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError
-from cnnlab.tensorfile import load_tensors, save_tensors
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: `cnnlab runs` needs none
+    from torch import nn
 
 WEIGHTS = "model.safetensors"
 METRICS = "metrics.json"
@@ -118,6 +118,8 @@ def save_weights(path: str | os.PathLike, model: nn.Module, metadata: dict) -> P
     meta.setdefault("style", "digits")
     meta["cnnlab_version"] = __version__
     meta["format"] = "cnnlab-weights-1"
+    from cnnlab.tensorfile import save_tensors
+
     return save_tensors(Path(path), model.state_dict(), meta)
 
 
@@ -210,6 +212,8 @@ def load_run(run_dir: str | os.PathLike) -> Run:
             f"{folder}: no complete epoch yet (training stopped before its first save); "
             f"finish it with `cnnlab train --resume {folder}`"
         )
+    from cnnlab.tensorfile import load_tensors
+
     tensors, raw_meta = load_tensors(weights)
     meta = _decode_metadata(weights, raw_meta)
     if raw_meta.get("epochs_done") == "0":  # fit's epoch-0 save, kept only for resuming
@@ -291,7 +295,7 @@ def _weights_header(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:  # the header only: no torch
             return dict(f.metadata() or {})
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise CheckpointError(f"{path}: unreadable weights header ({type(e).__name__})") from None

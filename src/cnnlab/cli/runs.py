@@ -19,7 +19,7 @@ def register(sub, common) -> None:
     )
     p.add_argument("dir", nargs="?", default="runs", metavar="DIR", help="(default: runs)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_runs)
+    p.set_defaults(func=cmd_runs, torch_free=True)
 
 
 def size_text(n: int) -> str:

@@ -71,7 +71,7 @@ def test_recipes_run_end_to_end_on_a_small_subset(fake_dataset, recipe):
 
 def test_fast_recipe_settings_come_from_the_experiments():
     config = make_config("fast")
-    assert (config.epochs, config.batch_size, config.lr) == (1, 256, 0.03)
+    assert (config.epochs, config.batch_size, config.lr) == (1, 384, 0.04)
     assert config.adam_betas == (0.7, 0.9) and config.label_smoothing == 0.1
     assert config.channels_last and config.threads is None  # all cores (BENCHMARKS.md)
     assert config.model_kwargs == {"stem": "whiten", "widths": [12, 24, 64]} and config.tta == 4

@@ -2,9 +2,10 @@
 
 The `fast` recipe (one epoch of MNIST to ~99.1 % on a CPU) against variants that each undo one
 lever: the learned stem instead of the frozen whitening one, no test-time augmentation, no label
-smoothing, Adam's default betas, the batch of 256 it had before (lr 0.03), batch 512. Variants run interleaved by seed (seed 0 of each,
-then seed 1, ...) after one short warm-up run, so machine drift and one-off kernel generation hit
-all alike; compare training seconds within one run only.
+smoothing, Adam's default betas, the batch of 256 it had before (lr 0.03), batch 512 (lr 0.05).
+Variants run interleaved by seed (seed 0 of each, then seed 1, ...) after one short warm-up run,
+so machine drift and one-off kernel generation hit all alike; compare training seconds within one
+run only.
 
 Run: `.venv/bin/python research/fast_levers.py --seeds 3 --out research/results/`
 (`--quick`: 10,000 training and 2,000 test images, 1 seed, 1 thread: a smoke test, not a measurement).

@@ -80,6 +80,15 @@ def test_fast_recipe_settings_come_from_the_experiments():
     assert make_config("fast").model_kwargs["widths"] == [12, 24, 64]
 
 
+def test_quick_recipe_keeps_its_own_batch_when_fast_changes():
+    # quick starts from fast's settings; its batch and lr were chosen on validation separately
+    config = make_config("quick")
+    assert (config.epochs, config.batch_size, config.lr) == (4, 256, 0.03)
+    assert config.model_kwargs == {"stem": "whiten", "widths": [24, 48, 128]}
+    assert config.bf16 and config.augment and (config.rotate, config.scale) == (10.0, 0.1)
+    assert config.adam_betas == make_config("fast").adam_betas and config.tta == 4
+
+
 def test_best_recipe_is_width_32_bf16_with_rotations():
     config = make_config("best")
     assert config.model == "cnn" and config.model_kwargs == {"width": 32}

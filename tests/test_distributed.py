@@ -126,6 +126,20 @@ def test_outside_torchrun_everything_is_one_process(monkeypatch):
     assert distributed.sum_across_ranks([torch.tensor(2.5), 3], torch.device("cpu")) == [2.5, 3.0]
 
 
+def test_exit_worker_flushes_what_was_printed_and_keeps_the_exit_code():
+    # os._exit skips the buffers' flush at shutdown: the helper must flush them itself
+    code = (
+        "import sys; from cnnlab import distributed; print('saved'); "
+        "print('note', file=sys.stderr); distributed.exit_worker(3)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (3, "saved\n", "note\n")
+    assert distributed.cleanup() is False  # no process group here: nothing to leave
+
+
 def test_settings_that_cannot_work_distributed_say_so(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")

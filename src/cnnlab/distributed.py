@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NoReturn
 
 import torch
 from torch import nn
@@ -144,13 +146,30 @@ def setup(device: torch.device, timeout_s: float | None = None) -> DistContext:
     )
 
 
-def cleanup() -> None:
-    """Leave the process group (if any) once training is over."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        # all ranks leave together: a gloo group torn down while another rank still talks to it
-        # can abort the process ("terminate called without an active exception")
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+def cleanup() -> bool:
+    """Leave the process group (if any) once training is over; True if there was one."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False
+    # all ranks leave together, so none tears the group down while another still talks to it
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    return True
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a torchrun worker whose work is saved, without the interpreter's finalisation.
+
+    gloo's worker threads outlive `destroy_process_group` and free a finished collective's
+    tensors a moment after it returns. A thread that needs the GIL for that once finalisation
+    has begun is stopped inside a destructor and the process aborts ("terminate called without
+    an active exception", SIGABRT: a core dump showed ProcessGroupGloo::runLoop freeing an
+    AsyncBarrierWork while Py_FinalizeEx ran), so torchrun reports a saved run as failed.
+    Everything is written and closed by the time training returns; only the streams need a flush.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -74,6 +74,7 @@ def test_fast_recipe_settings_come_from_the_experiments():
     assert (config.epochs, config.batch_size, config.lr) == (1, 384, 0.04)
     assert config.adam_betas == (0.7, 0.9) and config.label_smoothing == 0.1
     assert config.channels_last and config.threads is None  # all cores (BENCHMARKS.md)
+    assert config.bf16 is None  # bf16 only where AMX makes it pay (cnnlab.devices.use_bf16)
     assert config.model_kwargs == {"stem": "whiten", "widths": [12, 24, 64]} and config.tta == 4
     # a config never shares the recipe's dicts: changing one leaves the next untouched
     config.model_kwargs["widths"] = [8, 8, 8]

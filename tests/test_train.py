@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -309,6 +310,7 @@ def test_train_config_file_reproduces_a_run_and_flags_override(fake_dataset, tmp
 
     first = tmp_path / "first"
     original = quick(model="mlp", epochs=1, model_kwargs={"hidden": [32]}, adam_betas=(0.8, 0.99))
+    original = dataclasses.replace(original, bf16=None)  # the file's null is kept, not defaulted
     fit(original, first)
     saved = first / runs.CONFIG
     assert _cli_config(["--config", str(saved)]) == original
@@ -378,3 +380,24 @@ def test_bf16_only_where_the_kernels_may_use_it(monkeypatch, flags, capability, 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
     assert devices.bf16_supported(torch.device("cpu")) is expected
+
+
+@pytest.mark.parametrize(
+    ("setting", "flags", "onednn", "expected"),
+    [
+        (None, {"avx512_bf16", "amx_bf16"}, "", True),  # the fast recipe on a Sapphire Rapids
+        (None, {"avx512_bf16"}, "", False),  # a Zen 5: bf16 but no AMX tiles
+        (None, {"avx512_bf16", "amx_bf16"}, "AVX512_CORE_BF16", False),  # oneDNN held below AMX
+        (None, {"avx512_bf16", "amx_bf16"}, "AVX512_CORE_AMX", True),
+        (True, {"avx512_bf16"}, "", True),
+        (False, {"avx512_bf16", "amx_bf16"}, "", False),
+        (True, {"avx2"}, "", False),
+    ],
+)
+def test_unset_bf16_means_only_where_amx_makes_it_pay(monkeypatch, setting, flags, onednn, expected):
+    from cnnlab import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn)
+    assert devices.use_bf16(setting, torch.device("cpu")) is expected

@@ -54,6 +54,20 @@ def bf16_supported(device: torch.device) -> bool:
     return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2")
 
 
+def use_bf16(setting: bool | None, device: torch.device) -> bool:
+    """Whether a run trains in bfloat16: `setting` True where the hardware has it, False never,
+    None (the `fast` recipe's) only where it pays even for a small net: CUDA, and CPUs whose
+    oneDNN may use AMX tiles. With AVX512-BF16 alone the casts cost a tiny net more than its
+    convolutions gain (benchmarks/BENCHMARKS.md: AMX 0.79x the float32 time, Zen 5 slower)."""
+    if setting is not None:
+        return setting and bf16_supported(device)
+    if device.type == "cuda":
+        return bf16_supported(device)
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    amx = "amx_bf16" in cpu_flags() and (not isa_cap or "AMX" in isa_cap or isa_cap == "ALL")
+    return amx and bf16_supported(device)
+
+
 def autocast(device: torch.device, enabled: bool, cache: bool = True):
     """bfloat16 autocast on `device` when enabled, else a no-op context."""
     if not enabled:

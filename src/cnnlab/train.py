@@ -25,7 +25,7 @@ from cnnlab.collapse import check_collapse
 from cnnlab.config import TrainConfig, input_normalisation
 from cnnlab.cuda_graphs import CapturedStep, cuda_graphs_apply
 from cnnlab.data.factory import Batches, first_images, load_batches
-from cnnlab.devices import autocast, bf16_supported, resolve_device
+from cnnlab.devices import autocast, resolve_device, use_bf16
 from cnnlab.errors import CheckpointError, TrainingDivergedError
 from cnnlab.evaluation import evaluate, global_sums
 from cnnlab.metrics import smoothed_loss_floor
@@ -193,7 +193,7 @@ def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float
     if config.threads:
         torch.set_num_threads(config.threads)
     ctx = distributed.setup(resolve_device(config.device), timeout_s=dist_timeout)
-    bf16 = config.bf16 and bf16_supported(ctx.device)
+    bf16 = use_bf16(config.bf16, ctx.device)
     if config.bf16 and not bf16:
         emit(
             {

@@ -101,6 +101,7 @@ class Progress:
             again = f", resuming after epoch {event['start_epoch']}" if event["start_epoch"] else ""
             n = event.get("processes", 1)
             where = f"{n} processes ({event['device']} on rank 0)" if n > 1 else event["device"]
+            where += " in bf16" if event.get("bf16") else ""
             held = (
                 f", {event['val_samples']} held out for validation" if event.get("val_samples") else ""
             )
@@ -194,7 +195,7 @@ def _config_and_out(args, overrides: dict):
             )
         return resume_config(args.resume, **overrides), Path(args.out or args.resume)
     settings = read_config_file(args.config_file) if args.config_file else {}
-    config = make_config(args.recipe, **{**settings, **overrides})
+    config = make_config(args.recipe, settings, **overrides)
     out = Path(args.out or f"runs/{config.model}-{time.strftime('%Y%m%d-%H%M%S')}")
     if (out / runs.WEIGHTS).exists() and not args.overwrite:
         raise ConfigError(

@@ -7,6 +7,7 @@ torchvision's own MNIST class reads it for the lesson-loop baseline). No test as
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -215,7 +216,8 @@ def test_markdown_section_is_replaced_not_appended(fake_mnist, tmp_path):
     assert "cores" in text and "thread(s)" in text
     assert "| read once, no TTA (%) |" in text  # fast's figures average shifts: one read beside
     assert "The published recipe in the same run" in text and "as fast (means)" in text
-    assert "Roofline: " in text and "1024^3 float32 GEMM" in text
+    # the roof is a GEMM in the dtype training ran in (bf16 for fast where the CPU has AMX)
+    assert "Roofline: " in text and re.search(r"1024\^3 (float32|bfloat16) GEMM", text)
 
 
 def test_markdown_shows_the_whole_commands_beside_import_torch(fake_mnist):
@@ -369,3 +371,15 @@ def test_speedrun_times_the_whole_commands(real_root):
         assert set(timed[key]) == STATS and timed[key]["min"] > 0, key
     # the command includes Python, torch and the data load on top of its own training seconds
     assert timed["train_command_s"]["mean"] > timed["train_command_training_s"]["mean"]
+
+
+def test_a_bf16_run_is_measured_against_a_bf16_gemm(monkeypatch):
+    from cnnlab.bench import roofline as rl
+
+    rates = {torch.float32: 100e9, torch.bfloat16: 400e9}  # AMX: several times the float32 roof
+    monkeypatch.setattr(rl, "gemm_macs_per_second", lambda dtype=torch.float32: rates[dtype])
+    r = rl.roofline(model_macs=1_000_000, images=60_000, train_seconds=1.0, bf16=True)
+    assert r["gemm_dtype"] == "bfloat16" and r["training_gmacs_per_s"] == pytest.approx(180.0)
+    assert r["fraction_of_gemm"] == pytest.approx(0.45) and r["gemm_fp32_gmacs_per_s"] == 100.0
+    plain = rl.roofline(model_macs=1_000_000, images=60_000, train_seconds=1.0)
+    assert plain["gemm_dtype"] == "float32" and plain["fraction_of_gemm"] == pytest.approx(1.8)

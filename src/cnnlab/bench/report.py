@@ -131,10 +131,20 @@ def _reference_md(r: dict) -> list[str]:
         lines += [
             "",
             f"Roofline: {roof['training_gmacs_per_s']:.1f} G multiply-adds/s in training against "
-            f"{roof['gemm_gmacs_per_s']:.1f} G for a 1024^3 float32 GEMM on the same "
-            f"{roof['threads']} thread(s): {100 * roof['fraction_of_gemm']:.0f} %.",
+            f"{roof['gemm_gmacs_per_s']:.1f} G for a 1024^3 {roof.get('gemm_dtype', 'float32')} "
+            f"GEMM on the same {roof['threads']} thread(s): {100 * roof['fraction_of_gemm']:.0f} %"
+            + _fp32_roof(roof)
+            + ".",
         ]
     return lines
+
+
+def _fp32_roof(roof: dict) -> str:
+    """Beside a bfloat16 roof, the float32 one (the roof of a run without bf16)."""
+    if roof.get("gemm_dtype") != "bfloat16":
+        return ""
+    fp32 = roof["gemm_fp32_gmacs_per_s"]
+    return f" (a float32 GEMM: {fp32:.1f} G, {100 * roof['training_gmacs_per_s'] / fp32:.0f} % of it)"
 
 
 def _commands_md(c: dict | None, recipe: str) -> list[str]:

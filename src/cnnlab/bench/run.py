@@ -145,6 +145,7 @@ def _roofline(config, train_seconds: float) -> dict:
     """The recipe's epoch against the cores' GEMM rate (see bench/roofline.py)."""
     from cnnlab.bench.roofline import roofline
     from cnnlab.data.factory import load_batches
+    from cnnlab.devices import resolve_device, use_bf16
     from cnnlab.models import count_macs, get_model
 
     splits = load_batches(config, torch.device("cpu"))
@@ -152,7 +153,8 @@ def _roofline(config, train_seconds: float) -> dict:
         config.model, splits.info.image_shape, splits.info.num_classes, **config.model_kwargs
     )
     macs = count_macs(model, splits.info.image_shape)
-    return roofline(macs, splits.train.num_samples, train_seconds, config.epochs)
+    bf16 = use_bf16(config.bf16, resolve_device(config.device))
+    return roofline(macs, splits.train.num_samples, train_seconds, config.epochs, bf16)
 
 
 def _seeds(recipe: str, seeds: int, overrides: dict, reference: bool, callback):

@@ -222,8 +222,9 @@ def _speedrun_extras(result: dict) -> list[str]:
     if "roofline" in result:
         r = result["roofline"]
         lines.append(
-            f"roofline: {r['training_gmacs_per_s']:.1f} G multiply-adds/s in training, a GEMM "
-            f"{r['gemm_gmacs_per_s']:.1f}: {100 * r['fraction_of_gemm']:.0f} % of it"
+            f"roofline: {r['training_gmacs_per_s']:.1f} G multiply-adds/s in training, a "
+            f"{r.get('gemm_dtype', 'float32')} GEMM {r['gemm_gmacs_per_s']:.1f}: "
+            f"{100 * r['fraction_of_gemm']:.0f} % of it"
         )
     if "commands" in result:
         c = {k: v["median"] for k, v in result["commands"].items() if isinstance(v, dict)}

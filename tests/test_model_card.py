@@ -72,6 +72,19 @@ def test_train_command_lists_only_what_differs_from_the_defaults():
     )
 
 
+def test_a_run_that_left_bf16_to_the_hardware_says_the_flags_cannot_repeat_it(fake_dataset, tmp_path):
+    import dataclasses
+
+    run = tmp_path / "run"
+    base = make_config(dataset="fake", model="mlp", device="cpu", threads=1, epochs=1)
+    fit(dataclasses.replace(base, bf16=None), run)  # as the fast recipe leaves it
+    card = model_card(run)
+    assert "bf16 was left to the hardware" in card and f"--config {run / 'config.json'}" in card
+    plain = tmp_path / "plain"
+    fit(base, plain)
+    assert "left to the hardware" not in model_card(plain)
+
+
 def test_a_tta_run_says_what_a_single_read_scores(fake_dataset, tmp_path):
     """The headline averages shifted reads; predict, the web app and exports read once, and
     the card and eval.json say what that reads too."""

@@ -150,6 +150,7 @@ def _training_sections(folder: Path, meta: dict, config: dict, metrics: list[dic
         "```",
         train_command(config, folder),
         "```",
+        *_unflagged(config, folder),
         "",
         "## Limits",
         "",
@@ -158,6 +159,18 @@ def _training_sections(folder: Path, meta: dict, config: dict, metrics: list[dic
         f'- There is no "none of these" answer: every input gets one of the {k} classes.',
         "- The accuracy above is on that dataset's own test split; on your images it can be lower.",
         *([f"- Unfinished: {done} of {planned} planned epochs."] if done < planned else []),
+    ]
+
+
+def _unflagged(config: dict, folder: Path) -> list[str]:
+    """What the flags above cannot say: bf16 left to the hardware (the `fast` recipe's)."""
+    if "bf16" not in config or config["bf16"] is not None:
+        return []
+    return [
+        "",
+        "bf16 was left to the hardware (on only on CUDA and on CPUs with AMX tiles); no flag says "
+        "that, so the command above trains in float32 unless `--bf16` is added. "
+        f"`cnnlab train --config {folder / 'config.json'}` repeats every setting as it was.",
     ]
 
 

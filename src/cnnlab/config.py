@@ -247,8 +247,8 @@ RECIPES: dict[str, dict] = {
     ),
     # the shortest path to 99 % on a CPU: one epoch, a frozen whitening stem (backward stops at
     # the second layer), Adam with short memories, test-time augmentation at the end; batch 384
-    # ties 256 on validation in fewer steps; bf16 where the CPU has AMX, which ties float32
-    # there in 0.79x the time (research/fast_levers.py)
+    # ties 256 on validation in fewer steps; bf16 only where the CPU has AMX, where it ties
+    # float32 in less time (research/fast_levers.py)
     "fast": dict(
         model="fast",
         model_kwargs={"stem": "whiten", "widths": [12, 24, 64]},

@@ -58,7 +58,7 @@ def use_bf16(setting: bool | None, device: torch.device) -> bool:
     """Whether a run trains in bfloat16: `setting` True where the hardware has it, False never,
     None (the `fast` recipe's) only where it pays even for a small net: CUDA, and CPUs whose
     oneDNN may use AMX tiles. With AVX512-BF16 alone the casts cost a tiny net more than its
-    convolutions gain (benchmarks/BENCHMARKS.md: AMX 0.79x the float32 time, Zen 5 slower)."""
+    convolutions gain (benchmarks/BENCHMARKS.md, "A third CPU")."""
     if setting is not None:
         return setting and bf16_supported(device)
     if device.type == "cuda":

@@ -146,14 +146,23 @@ def setup(device: torch.device, timeout_s: float | None = None) -> DistContext:
     )
 
 
-def cleanup() -> bool:
-    """Leave the process group (if any) once training is over; True if there was one."""
+_left_a_group = False  # set by cleanup: this process's gloo/NCCL threads may still be running
+
+
+def cleanup() -> None:
+    """Leave the process group (if any) once training is over."""
+    global _left_a_group
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return False
+        return
     # all ranks leave together, so none tears the group down while another still talks to it
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
-    return True
+    _left_a_group = True
+
+
+def left_a_group() -> bool:
+    """True once `cleanup` has left a process group in this process."""
+    return _left_a_group
 
 
 def exit_worker(code: int) -> NoReturn:
@@ -164,7 +173,8 @@ def exit_worker(code: int) -> NoReturn:
     has begun is stopped inside a destructor and the process aborts ("terminate called without
     an active exception", SIGABRT: a core dump showed ProcessGroupGloo::runLoop freeing an
     AsyncBarrierWork while Py_FinalizeEx ran), so torchrun reports a saved run as failed.
-    Everything is written and closed by the time training returns; only the streams need a flush.
+    `cnnlab.cli.main` calls it after the command, its last lines and `--events` line written;
+    only the streams need a flush.
     """
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -140,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         import_torch_quietly()
     with warnings.catch_warnings():
         warnings.showwarning = one_line_warnings(warnings.showwarning)
-        return _run(args)
+        code = _run(args)
+    distributed = sys.modules.get("cnnlab.distributed")  # loaded only by commands that train
+    if distributed is not None and distributed.left_a_group():
+        distributed.exit_worker(code)  # a torchrun worker, its run saved: see exit_worker
+    return code
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -224,16 +224,9 @@ def cmd_train(args) -> int:
         raise
     finally:
         progress.close()
-    if distributed.cleanup():  # a torchrun worker: rank 0 reports, then every rank ends at once
-        if distributed.is_main_process():
-            _report(config, result, out)
-        distributed.exit_worker(0)
-    _report(config, result, out)
-    return 0
-
-
-def _report(config, result, out) -> None:
-    """The two lines `cnnlab train` ends with: the test figure and the run folder."""
+    distributed.cleanup()  # under torchrun, cnnlab.cli.main then ends the process at once
+    if not distributed.is_main_process():
+        return 0
     final = result.final
     print(
         f"{config.model}: test accuracy {100 * final['test_acc']:.2f}% (loss {final['test_loss']:.4f}) "
@@ -244,3 +237,4 @@ def _report(config, result, out) -> None:
         f"run folder: {out} (model.safetensors, README.md, metrics.json, metrics.csv, config.json, "
         f"curves.png); next: cnnlab eval {out}"
     )
+    return 0

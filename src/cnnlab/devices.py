@@ -38,6 +38,11 @@ ONEDNN_BELOW_BF16 = {
 }
 
 
+def _onednn_isa_cap() -> str:
+    """The instruction set oneDNN is held to (ONEDNN_MAX_CPU_ISA, upper case); "" when free."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+
+
 def bf16_supported(device: torch.device) -> bool:
     """bfloat16 autocast pays off on CUDA, and on CPUs with AVX512-BF16 or AMX whose kernels
     may use them: held to AVX2 (ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA) the same CPU emulates
@@ -49,7 +54,7 @@ def bf16_supported(device: torch.device) -> bool:
     flags = cpu_flags()
     if not ("avx512_bf16" in flags or "amx_bf16" in flags):
         return False
-    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper() in ONEDNN_BELOW_BF16:
+    if _onednn_isa_cap() in ONEDNN_BELOW_BF16:
         return False
     return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "NO AVX", "AVX2")
 
@@ -63,7 +68,7 @@ def use_bf16(setting: bool | None, device: torch.device) -> bool:
         return setting and bf16_supported(device)
     if device.type == "cuda":
         return bf16_supported(device)
-    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    isa_cap = _onednn_isa_cap()
     amx = "amx_bf16" in cpu_flags() and (not isa_cap or "AMX" in isa_cap or isa_cap == "ALL")
     return amx and bf16_supported(device)
 

@@ -171,6 +171,10 @@ def test_speedrun_json_has_every_field(fake_mnist, tmp_path):
     assert result["speedup_vs_reference"] == pytest.approx(
         ref["train_s"]["mean"] / result["train_s"]["mean"]
     )
+    pairs = [r["train_s"] / m["train_s"] for m, r in zip(result["seeds"], ref["seeds"], strict=True)]
+    assert set(result["speedup_per_seed"]) == STATS  # seed by seed: the host's drift shows
+    assert result["speedup_per_seed"]["min"] == pytest.approx(min(pairs))
+    assert result["speedup_per_seed"]["max"] == pytest.approx(max(pairs))
     machine = result["machine"]
     assert set(machine) >= {
         "cpu",
@@ -271,6 +275,21 @@ def test_speedrun_ratio_words_stay_right_below_1x():
     assert _versus(8.3) == "the recipe is 8.3x faster"
     assert _versus(1.002) == "the recipe is 1.00x faster"
     assert _versus(0.932) == "the recipe takes 1.07x its time"  # never "0.9x slower"
+
+
+def test_speedrun_names_the_seed_by_seed_spread_of_its_ratio():
+    from cnnlab.bench.report import per_seed_range
+    from cnnlab.cli.bench import _speedrun_extras
+
+    ref = {"train_s": {"mean": 12.4}, "test_acc": {"mean": 0.9915}}
+    run = {"reference": ref, "speedup_vs_reference": 7.74}
+    spread = {"mean": 7.9, "median": 7.6, "min": 7.31, "max": 8.64}
+    assert _speedrun_extras({**run, "speedup_per_seed": spread})[0] == (
+        "the published recipe: 12.40 s -> 99.15 %, the recipe is 7.7x faster (per seed 7.3-8.6x)"
+    )
+    assert per_seed_range({"speedup_per_seed": {**spread, "min": 1.104, "max": 1.21}}) == "1.10-1.21x"
+    one = {"mean": 7.7, "median": 7.7, "min": 7.7, "max": 7.7}
+    assert per_seed_range({"speedup_per_seed": one}) == per_seed_range({}) == ""  # one seed: no spread
 
 
 def test_quick_recipe_is_the_fast_net_widened_in_bf16_where_the_cpu_has_it():

@@ -115,6 +115,21 @@ def _speedrun_md(r: dict) -> list[str]:
     return lines + _reference_md(r) + _commands_md(r.get("commands"), r["recipe"])
 
 
+def per_seed_range(r: dict) -> str:
+    """'7.3-8.6x': a speedrun's seed-by-seed ratios to the published recipe; '' for one seed."""
+    per = r.get("speedup_per_seed")
+    if not per or per["min"] == per["max"]:
+        return ""
+    digits = 2 if per["max"] < 2 else 1
+    return f"{per['min']:.{digits}f}-{per['max']:.{digits}f}x"
+
+
+def _seed_by_seed(r: dict) -> str:
+    """'<spread> seed by seed' after a comma, where the run has several seeds."""
+    spread = per_seed_range(r)
+    return f", {spread} seed by seed" if spread else ""
+
+
 def _reference_md(r: dict) -> list[str]:
     """The published recipe's line and the roofline line, where the run has them."""
     lines = []
@@ -124,7 +139,7 @@ def _reference_md(r: dict) -> list[str]:
             "",
             f"The published recipe in the same run, seed for seed: {ref['train_s']['mean']:.2f} s "
             f"mean -> {100 * ref['test_acc']['mean']:.2f} %; `{r['recipe']}` trains "
-            f"**{r['speedup_vs_reference']:.1f}x** as fast (means).",
+            f"**{r['speedup_vs_reference']:.1f}x** as fast (means){_seed_by_seed(r)}.",
         ]
     if "roofline" in r:
         roof = r["roofline"]

@@ -209,6 +209,14 @@ def _versus(speedup: float) -> str:
     return f"the recipe takes {1 / speedup:.2f}x its time"
 
 
+def _per_seed(result: dict) -> str:
+    """' (per seed 7.3-8.6x)' where the run has several seeds."""
+    from cnnlab.bench.report import per_seed_range
+
+    spread = per_seed_range(result)
+    return f" (per seed {spread})" if spread else ""
+
+
 def _speedrun_extras(result: dict) -> list[str]:
     """The published recipe, the roofline and the whole commands, a line each."""
     lines = []
@@ -217,7 +225,7 @@ def _speedrun_extras(result: dict) -> list[str]:
         lines.append(
             f"the published recipe: {r['train_s']['mean']:.2f} s -> "
             f"{100 * r['test_acc']['mean']:.2f} %, "
-            f"{_versus(result['speedup_vs_reference'])}"
+            f"{_versus(result['speedup_vs_reference'])}{_per_seed(result)}"
         )
     if "roofline" in result:
         r = result["roofline"]

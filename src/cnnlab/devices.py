@@ -1,4 +1,4 @@
-"""Which device trains, and whether bfloat16 autocast pays off on it."""
+"""Which device trains, how its CPU side is set up, and whether bfloat16 autocast pays off."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import torch
 
 from cnnlab.errors import ConfigError
+from cnnlab.host_memory import keep_freed_memory
 from cnnlab.machine import cpu_flags
 
 
@@ -24,6 +25,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device mps requested but this torch has no MPS; use --device cpu")
     return torch.device(name)
+
+
+def prepare_training_process(threads: int | None) -> None:
+    """Before training: `threads` CPU threads (None: torch's default), and freed activation
+    memory kept for the next step rather than returned to the kernel (cnnlab.host_memory)."""
+    if threads:
+        torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 # oneDNN ISA limits (ONEDNN_MAX_CPU_ISA) below the bf16 instructions: bf16 is emulated there

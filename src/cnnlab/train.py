@@ -25,7 +25,7 @@ from cnnlab.collapse import check_collapse
 from cnnlab.config import TrainConfig, input_normalisation
 from cnnlab.cuda_graphs import CapturedStep, cuda_graphs_apply
 from cnnlab.data.factory import Batches, first_images, load_batches
-from cnnlab.devices import autocast, resolve_device, use_bf16
+from cnnlab.devices import autocast, prepare_training_process, resolve_device, use_bf16
 from cnnlab.errors import CheckpointError, TrainingDivergedError
 from cnnlab.evaluation import evaluate, global_sums
 from cnnlab.metrics import smoothed_loss_floor
@@ -190,8 +190,7 @@ class _Job:
 
 def _build(config: TrainConfig, fresh: bool, emit: Callback, dist_timeout: float | None) -> _Job:
     """Device, data, model (with any data-derived init), optimiser, schedule, loss."""
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    prepare_training_process(config.threads)
     ctx = distributed.setup(resolve_device(config.device), timeout_s=dist_timeout)
     bf16 = use_bf16(config.bf16, ctx.device)
     if config.bf16 and not bf16:

@@ -1,0 +1,62 @@
+"""Keep freed CPU memory in the process while it trains, instead of handing it back each step.
+
+glibc's malloc serves large blocks with mmap and returns them with munmap, and trims the heap's
+free top back to the kernel once it passes a threshold that it tunes from the sizes it has seen.
+A training step allocates and frees the same activation buffers every step, so for a net with
+large feature maps (the published recipe's 28x28x24 maps, `cnn`, `best`) the kernel zeroes and
+maps the same pages again each step: page faults and system time that also vary from run to run
+as the threshold drifts (figures: benchmarks/BENCHMARKS.md, "Freed memory kept"). Fixing both
+thresholds makes freed blocks stay in the heap for the next step. Memory use stays at the
+step's peak, which a training process reaches anyway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+# mallopt parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed: blocks below 32 MiB come from the heap
+TRIM_THRESHOLD = 1 << 30  # return the heap's free top only past 1 GiB
+
+_kept: bool | None = None  # once per process
+
+
+def user_tuned_malloc() -> bool:
+    """Whether the environment already tunes malloc (then its settings are left as they are)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    preload = os.environ.get("LD_PRELOAD", "")
+    return (
+        "glibc.malloc" in tunables
+        or any(k.startswith("MALLOC_") for k in os.environ)
+        or any(lib in preload for lib in ("jemalloc", "tcmalloc", "mimalloc"))
+    )
+
+
+def keep_freed_memory() -> bool:
+    """Fix glibc's mmap and trim thresholds for this process; True when they are set now.
+
+    Does nothing (False) off glibc, or when the environment tunes malloc itself (GLIBC_TUNABLES
+    with glibc.malloc.*, MALLOC_* variables, or a preloaded jemalloc/tcmalloc/mimalloc).
+    """
+    global _kept
+    if _kept is None:
+        _kept = _set_thresholds()
+    return _kept
+
+
+def _set_thresholds() -> bool:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc():
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    # mallopt returns 1 on success, 0 for a value it refuses
+    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    )

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 # mallopt parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -48,8 +47,15 @@ def keep_freed_memory() -> bool:
     return _kept
 
 
+def _glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")  # instant, unlike libc_ver
+    except (AttributeError, ValueError, OSError):  # not a glibc system
+        return False
+
+
 def _set_thresholds() -> bool:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or user_tuned_malloc():
+    if not _glibc() or user_tuned_malloc():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

@@ -125,6 +125,26 @@ def test_every_cnnlab_line_parses_with_its_flags():
             pytest.fail(f"README: {command!r} is not a valid cnnlab command line")
 
 
+FENCE = re.compile(r"^\s*```")
+FENCE_LINE = re.compile(r"^\s*```[\w+-]*\s*$")  # an opening ```lang or a bare closing ```
+
+
+def bad_fences(text: str) -> list[str]:
+    """Fence lines a Markdown renderer reads otherwise than meant: text after a closing ```
+    does not close the block, so the prose below it renders as code."""
+    return [line for line in text.splitlines() if FENCE.match(line) and not FENCE_LINE.match(line)]
+
+
+def test_every_code_block_in_the_docs_is_fenced_cleanly():
+    docs = [p for p in ROOT.rglob("*.md") if not {".venv", "node_modules", "runs"} & set(p.parts)]
+    assert README in docs and len(docs) > 3
+    for path in docs:
+        text = path.read_text()
+        assert bad_fences(text) == [], f"{path.relative_to(ROOT)}: text on a fence line"
+        assert sum(1 for line in text.splitlines() if FENCE.match(line)) % 2 == 0, path
+    assert bad_fences("```bash\nx\n``` then prose\n") == ["``` then prose"]
+
+
 def test_comments_and_continuations_are_read():
     text = "```bash\ncnnlab a '#x' \\\n    --b 1   # exits 1\n# only a comment\n```\n"
     assert readme_commands(text) == [("cnnlab a '#x' --b 1", "exits 1")]

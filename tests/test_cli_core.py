@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -214,3 +215,27 @@ def test_torch_commands_import_torch_with_the_collector_paused_then_frozen():
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert done.stderr.strip().splitlines()[-1] == "True True", done.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc only")
+def test_torch_commands_keep_freed_memory_and_torch_free_ones_leave_malloc_alone():
+    # eval and explain fault their batches in again as training did (BENCHMARKS.md): every
+    # command that computes with torch fixes malloc's thresholds, not only fit
+    probe = (
+        "import sys\n"
+        "from cnnlab import host_memory\n"
+        "from cnnlab.cli import main\n"
+        "main(sys.argv[1:])\n"
+        "print('kept', host_memory._kept, file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES" and not k.startswith("MALLOC_")}
+    env.pop("LD_PRELOAD", None)
+    for argv, kept in (
+        (["models"], "True"),
+        (["shapes", "conv", "--input", "28", "28", "--kernel", "3", "3"], "None"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120, env=env
+        )
+        assert done.returncode == 0, done.stderr[-500:]
+        assert done.stderr.strip().splitlines()[-1] == f"kept {kept}", argv

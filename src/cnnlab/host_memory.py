@@ -1,4 +1,4 @@
-"""Keep freed CPU memory in the process while it trains, instead of handing it back each step.
+"""Keep freed CPU memory in the process, instead of handing it back to the kernel after each use.
 
 glibc's malloc serves large blocks with mmap and returns them with munmap, and trims the heap's
 free top back to the kernel once it passes a threshold that it tunes from the sizes it has seen.
@@ -7,12 +7,12 @@ large feature maps (the published recipe's 28x28x24 maps, `cnn`, `best`) the ker
 maps the same pages again each step: page faults and system time that also vary from run to run
 as the threshold drifts (figures: benchmarks/BENCHMARKS.md, "Freed memory kept"). Fixing both
 thresholds makes freed blocks stay in the heap for the next step. Memory use stays at the
-step's peak, which a training process reaches anyway.
+step's peak, which a training process reaches anyway. The same holds for an evaluation's batches
+(`cnnlab eval`), so every `cnnlab` command that computes with torch sets it too.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 
 # mallopt parameters (glibc's malloc.h)
@@ -57,6 +57,8 @@ def _glibc() -> bool:
 def _set_thresholds() -> bool:
     if not _glibc() or user_tuned_malloc():
         return False
+    import ctypes  # here: the torch-free commands never need it
+
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):

@@ -19,6 +19,7 @@ import warnings
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
+from cnnlab.host_memory import keep_freed_memory
 
 # Command modules in the order `cnnlab --help` lists them.
 COMMAND_MODULES = [
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "torch_free", False):
         import_torch_quietly()
+        keep_freed_memory()  # evaluation and explanations fault in their buffers too, not only fit
     with warnings.catch_warnings():
         warnings.showwarning = one_line_warnings(warnings.showwarning)
         code = _run(args)

@@ -30,8 +30,15 @@ POLICIES = {
     "GOMP_SPINCOUNT=100000": {"GOMP_SPINCOUNT": "100000"},
     "spin (GOMP_SPINCOUNT=300000)": {"GOMP_SPINCOUNT": "300000"},
     "cnnlab's choice (neither set)": {},
+    "ACTIVE (spin, never sleep)": {"OMP_WAIT_POLICY": "ACTIVE"},
 }
-RECIPES = {"fast": {}, "lesson-mlp": {"epochs": 1}}
+# recipe -> overrides; `--recipes` picks some (default: fast and the lesson MLP)
+RECIPES = {
+    "fast": {},
+    "lesson-mlp": {"epochs": 1},
+    "quick": {"epochs": 1, "bf16": False},
+    "reference": {},
+}
 
 
 def train_in_child(config: cnnlab.TrainConfig, recipe: str, policy: dict) -> dict:
@@ -56,6 +63,8 @@ def train_in_child(config: cnnlab.TrainConfig, recipe: str, policy: dict) -> dic
         ]
         if config.test_subset:
             flags += ["--test-subset", config.test_subset]
+        if config.bf16 is False:
+            flags.append("--no-bf16")
         cmd = [sys.executable, "-m", "cnnlab", "train", "--quiet", *map(str, flags)]
         subprocess.run(cmd, env={**env, **policy}, check=True, capture_output=True, text=True)
         final = json.loads(Path(tmp, "run", "metrics.json").read_text())[-1]
@@ -70,13 +79,22 @@ def train_in_child(config: cnnlab.TrainConfig, recipe: str, policy: dict) -> dic
 def main() -> None:
     p = common.parser(__doc__, seeds=3)
     p.add_argument("--load", action="store_true", help="beside two busy processes")
+    p.add_argument("--recipes", default="fast,lesson-mlp", help=f"some of: {', '.join(RECIPES)}")
+    p.add_argument("--policies", help="run only the policies whose name contains one of these '|' texts")
+    p.add_argument("--train-subset", type=int, default=15_000, help="training images (default: 15000)")
     args = p.parse_args()
-    subset = {"train_subset": 3_000, "test_subset": 1_000} if args.quick else {"train_subset": 15_000}
-    seeds, recipes = (1, ["fast"]) if args.quick else (args.seeds, list(RECIPES))
+    subset = (
+        {"train_subset": 3_000, "test_subset": 1_000}
+        if args.quick
+        else {"train_subset": args.train_subset}
+    )
+    seeds, recipes = (1, ["fast"]) if args.quick else (args.seeds, args.recipes.split(","))
     base = {"device": "cpu", "threads": args.threads or 2, **subset}
     variants, where = {}, {}
     for recipe in recipes:
         for name, policy in POLICIES.items():
+            if args.policies and not any(part in name for part in args.policies.split("|")):
+                continue
             label = f"{recipe}, {name}"
             where[label] = (recipe, policy)
             variants[label] = lambda s, r=recipe: cnnlab.make_config(r, seed=s, **{**base, **RECIPES[r]})

@@ -239,3 +239,23 @@ def test_torch_commands_keep_freed_memory_and_torch_free_ones_leave_malloc_alone
         )
         assert done.returncode == 0, done.stderr[-500:]
         assert done.stderr.strip().splitlines()[-1] == f"kept {kept}", argv
+
+
+def test_a_watched_run_takes_sigint_even_when_its_launcher_ignored_it(tmp_path):
+    # a non-interactive shell starts `cmd &` with SIGINT ignored; the web's Cancel is a SIGINT
+    probe = (
+        "import signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "import cnnlab.cli as cli\n"
+        "cli._run = lambda args: print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN) or 0\n"
+        "cli.main(sys.argv[1:])\n"
+    )
+    for argv, ignored in (
+        (["train", "--events", str(tmp_path / "events.jsonl"), "--dataset", "fake"], "False"),
+        (["models"], "True"),  # an unwatched command keeps what its launcher chose
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr[-500:]
+        assert done.stdout.strip().splitlines()[-1] == ignored, argv

@@ -13,6 +13,7 @@ import argparse
 import gc
 import importlib
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -100,6 +101,14 @@ def choose_omp_wait_policy() -> None:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
+def listen_for_cancel() -> None:
+    """A watched run (`--events`, the web's jobs) is cancelled with SIGINT: take it even when the
+    launcher ignored SIGINT, as a non-interactive shell does for what it starts with `&`
+    (children inherit an ignored signal, and Python then installs no Ctrl-C handler)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def import_torch_quietly() -> None:
     """Import torch with the cyclic garbage collector paused, then freeze what the import made.
 
@@ -137,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     choose_omp_wait_policy()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "events", None):
+        listen_for_cancel()
     if not getattr(args, "torch_free", False):
         import_torch_quietly()
         keep_freed_memory()  # evaluation and explanations fault in their buffers too, not only fit

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cnnlab.cli import listen_for_cancel
 from cnnlab.data import datasets, idx
 from cnnlab.data.sources import Resource, RootFiles
 
 os.environ.setdefault("CNNLAB_OFFLINE", "1")  # tests never download
 # Launched with `&` by a non-interactive shell, pytest inherits SIGINT ignored and hands that to
 # every child; the job tests cancel their `cnnlab train` children with SIGINT, as the server does
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+listen_for_cancel()
 
 
 def learnable_images(n: int, num_classes: int = 10, seed: int = 0, size: int = 28):
